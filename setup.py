@@ -1,0 +1,40 @@
+"""Installs tff_sparsify. Use `make install`: it installs the pinned set in requirements.txt first."""
+import sys
+
+from setuptools import find_packages, setup
+
+SUPPORTED_PYTHON = (3, 11)
+
+if sys.version_info[:2] != SUPPORTED_PYTHON:
+    sys.exit(
+        "tff_sparsify needs Python 3.11: TensorFlow Federated 0.87 (the newest release) supports "
+        "Python 3.9-3.11 and its pinned dependencies are locked for 3.11; Python %d.%d has no "
+        "TensorFlow 2.14 wheels. Install Python 3.11 and run `make install PYTHON=python3.11`."
+        % sys.version_info[:2]
+    )
+
+setup(
+    name="tff_sparsify",
+    version="0.1.0",
+    description="Federated progressive sparsification (FedSparsify) on TensorFlow Federated.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["tff_sparsify", "tff_sparsify.*"]),
+    # Versions are pinned in requirements.txt (installed with --no-deps; see its header).
+    install_requires=[
+        "tensorflow-federated",
+        "tensorflow",
+        "tensorflow-model-optimization",
+        "tensorflow-datasets",
+        "numpy",
+        "scikit-learn",
+        "matplotlib",
+        "tqdm",
+    ],
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)

@@ -1,0 +1,66 @@
+"""Every workaround specific to TFF 0.87 and TFMOT 0.7.5, in one place.
+
+A port to newer TFF or TFMOT releases should only need to touch this module.
+
+1. TFMOT's pruning wrapper class is not public in 0.7.5.
+2. The wrapper's masks must be controlled by FedSparsify (the server or the client's pruning step),
+   never by TFMOT's own schedule: `ServerControlledSchedule` never updates them.
+3. The wrapper's `pruning_step` starts at -1; on each training call it is incremented and then
+   asserted to be >= 1, which Keras's `UpdatePruningStep` callback normally ensures. TFF runs no
+   callbacks and traces `model_fn` into a graph (an `.assign` there is dropped), so the step must be
+   set in the initial model weights instead: `with_ready_pruning_steps`.
+4. TFF's local C++ runtime starts a `worker_binary` process that outlives the interpreter (and keeps
+   its stdout open). `release_tff_runtime` frees it; it runs at exit.
+"""
+from __future__ import annotations
+
+import atexit
+import gc
+
+import tensorflow as tf
+import tensorflow_federated as tff
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
+
+# The wrapper increments the step before asserting step >= 1, so 0 is the smallest valid start.
+READY_PRUNING_STEP = 0
+
+
+class ServerControlledSchedule(tfmot.sparsity.keras.PruningSchedule):
+    """A TFMOT pruning schedule that never touches the masks; FedSparsify writes them."""
+
+    def __call__(self, step):
+        return tf.constant(False), tf.constant(0.0, tf.float32)
+
+    def get_config(self):
+        return {"class_name": type(self).__name__, "config": {}}
+
+
+def is_pruning_step(variable: tf.Variable) -> bool:
+    """Whether `variable` is a TFMOT wrapper's `pruning_step` counter."""
+    return variable.dtype == tf.int64 and variable.name.split("/")[-1].startswith("pruning_step")
+
+
+def with_ready_pruning_steps(keras_model: tf.keras.Model) -> tff.learning.models.ModelWeights:
+    """`ModelWeights` of `keras_model` with every pruning step set so that training can start.
+
+    Works eagerly (use with `LearningProcess.set_model_weights`) and inside a TFF computation (use as
+    the process's initial model weights).
+    """
+    non_trainable = [
+        tf.constant(READY_PRUNING_STEP, tf.int64) if is_pruning_step(v) else tf.identity(v)
+        for v in keras_model.non_trainable_weights
+    ]
+    trainable = [tf.identity(v) for v in keras_model.trainable_weights]
+    return tff.learning.models.ModelWeights(trainable=trainable, non_trainable=non_trainable)
+
+
+def release_tff_runtime() -> None:
+    """Stops TFF's local `worker_binary` by replacing the execution context with a fresh one."""
+    tff.backends.native.set_sync_local_cpp_execution_context()
+    gc.collect()
+
+
+atexit.register(release_tff_runtime)

@@ -1,0 +1,196 @@
+"""Datasets of the FedSparsify paper (section 5) as federated client datasets.
+
+Three sources, one result type (`Dataset`, images in the Keras layout `x: [N, H, W, C] uint8`):
+
+- TFDS: `load_dataset("fashion_mnist")`, `"cifar10"`, `"cifar100"` (downloads on first use).
+- A local `.npz` in the layout of `keras.datasets.*.load_data()` (`x_train, y_train, x_test,
+  y_test`): `load_dataset("fashion_mnist", path="fashion_mnist.npz")`.
+- `"digits"`: scikit-learn's bundled 8x8 digits (1,797 images), embedded, no download; the
+  default for the quickstart and fast tests.
+
+`federate` partitions the training split among clients (see `tff_sparsify.partitions`) and serves
+per-client `tf.data` pipelines (shuffled, batched, scaled to [0, 1]) plus a batched test set.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tff_sparsify import partitions
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    max_value: float  # Pixel value that maps to 1.0.
+
+
+DATASETS = {
+    "digits": DatasetSpec((8, 8, 1), 10, 16.0),
+    "fashion_mnist": DatasetSpec((28, 28, 1), 10, 255.0),
+    "cifar10": DatasetSpec((32, 32, 3), 10, 255.0),
+    "cifar100": DatasetSpec((32, 32, 3), 100, 255.0),
+}
+DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train and test images (uint8, [N, H, W, C]) with integer labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    spec: DatasetSpec
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.spec.image_shape
+
+
+def load_dataset(name: str, *, path: str | None = None, data_dir: str | None = None) -> Dataset:
+    """Loads `name` from TFDS, from the local `.npz` at `path`, or (for "digits") from scikit-learn."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
+    if path is not None:
+        arrays = _read_npz(path)
+    elif name == "digits":
+        arrays = _digits_arrays()
+    else:
+        arrays = _tfds_arrays(name, data_dir)
+    return _as_dataset(name, *arrays)
+
+
+def _read_npz(path: str) -> tuple[np.ndarray, ...]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: no such file {path!r}")
+    with np.load(path) as npz:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(npz.files)
+        if missing:
+            raise ValueError(f"path: {path!r} lacks arrays {sorted(missing)} (Keras layout expected)")
+        return npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"]
+
+
+def _digits_arrays() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits  # Imported here: only the embedded dataset needs it.
+
+    digits = load_digits()
+    images, labels = digits.images.astype(np.uint8), digits.target
+    test = np.random.default_rng(0).random(len(labels)) < DIGITS_TEST_FRACTION
+    return images[~test], labels[~test], images[test], labels[test]
+
+
+def _tfds_arrays(name: str, data_dir: str | None) -> tuple[np.ndarray, ...]:
+    import tensorflow_datasets as tfds  # Imported here: importing TFDS is slow.
+
+    splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir)
+    arrays = []
+    for split in splits:
+        xs, ys = zip(*tfds.as_numpy(split.batch(10_000)))
+        arrays += [np.concatenate(xs), np.concatenate(ys)]
+    return tuple(arrays)
+
+
+def _as_dataset(name, x_train, y_train, x_test, y_test) -> Dataset:
+    spec = DATASETS[name]
+    x_train, x_test = (_with_channels(x, spec.image_shape) for x in (x_train, x_test))
+    y_train, y_test = (np.asarray(y).astype(np.int64).reshape(-1) for y in (y_train, y_test))
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"{name} {split} split: {len(x)} images and {len(y)} labels")
+        if y.min() < 0 or y.max() >= spec.num_classes:
+            raise ValueError(f"{name} {split} labels must be in [0, {spec.num_classes})")
+    return Dataset(name, x_train, y_train, x_test, y_test, spec)
+
+
+def _with_channels(x: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 3 and image_shape[2] == 1:
+        x = x[..., np.newaxis]
+    if x.shape[1:] != image_shape:
+        raise ValueError(f"images must have shape [N, {', '.join(map(str, image_shape))}], got {x.shape}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedData:
+    """A dataset split among clients, served as `tf.data` pipelines of OrderedDict(x=, y=) batches."""
+
+    dataset: Dataset
+    partition: partitions.Partition
+    batch_size: int
+    seed: int
+
+    @property
+    def num_clients(self) -> int:
+        return self.partition.num_clients
+
+    @property
+    def element_spec(self):
+        return self.client_dataset(0).element_spec
+
+    def client_dataset(self, client: int, *, epochs: int = 1, round_num: int = 0) -> tf.data.Dataset:
+        """Client `client`'s examples, reshuffled for each epoch, batched and scaled to [0, 1].
+
+        The shuffle order is a function of (seed, client, round_num), so a run is reproducible while
+        each round sees a new order.
+        """
+        indices = self.partition.client_indices[client]
+        ds = tf.data.Dataset.from_tensor_slices(
+            (self.dataset.x_train[indices], self.dataset.y_train[indices])
+        )
+        shuffle_seed = int(np.random.SeedSequence([self.seed, client, round_num]).generate_state(1)[0])
+        ds = ds.shuffle(len(indices), seed=shuffle_seed, reshuffle_each_iteration=True)
+        return self._batched(ds.repeat(epochs))
+
+    def client_datasets(self, clients=None, **kwargs) -> list[tf.data.Dataset]:
+        clients = range(self.num_clients) if clients is None else clients
+        return [self.client_dataset(c, **kwargs) for c in clients]
+
+    def test_dataset(self, batch_size: int = 256) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((self.dataset.x_test, self.dataset.y_test))
+        return self._batched(ds, batch_size)
+
+    def _batched(self, ds: tf.data.Dataset, batch_size: int | None = None) -> tf.data.Dataset:
+        scale = 1.0 / self.dataset.spec.max_value
+
+        def to_example(x, y):
+            return collections.OrderedDict(x=tf.cast(x, tf.float32) * scale, y=y)
+
+        return ds.batch(batch_size or self.batch_size).map(to_example)
+
+
+def federate(
+    dataset: Dataset,
+    num_clients: int,
+    scheme: str = "iid",
+    *,
+    classes_per_client: int | None = None,
+    alpha: float | None = None,
+    batch_size: int = 32,
+    seed: int = 1990,
+) -> FederatedData:
+    """Splits `dataset`'s training examples among `num_clients` (see `partitions.partition`)."""
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    split = partitions.partition(
+        dataset.y_train,
+        num_clients,
+        scheme,
+        classes_per_client=classes_per_client,
+        alpha=alpha,
+        num_classes=dataset.num_classes,
+        seed=seed,
+    )
+    return FederatedData(dataset, split, batch_size, seed)

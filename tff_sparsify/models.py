@@ -1,0 +1,126 @@
+"""The FedSparsify paper's Keras models (section 5, appendix B) and their TFMOT pruning wrappers.
+
+- `fc`: FashionMNIST, 784-128-128-10 fully connected with ReLU (118,282 parameters).
+- `cnn`: CIFAR-10, six 3x3 convolutions, dense 512, dropout 0.2 (1,609,930 trainable parameters).
+- `vgg16`: CIFAR-100, VGG-16 for 32x32 inputs: 13 3x3 convolutions with batch norm, one dense
+  layer 512->100 (14,782,884 parameters, 14,774,436 trainable).
+
+All models output logits. `wrap_for_pruning` wraps a model with TFMOT's `prune_low_magnitude` so that
+its masks are controlled by FedSparsify (never by TFMOT's schedule) and it trains inside TFF.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+
+from tff_sparsify import compat
+
+layers = tf.keras.layers
+
+
+def fashion_mnist_fc(input_shape=(28, 28, 1), num_classes: int = 10) -> tf.keras.Model:
+    """The paper's FashionMNIST model: flatten, dense 128, dense 128, dense `num_classes`."""
+    return tf.keras.Sequential(
+        [
+            layers.Input(input_shape),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(num_classes),
+        ],
+        name="fc",
+    )
+
+
+def cifar10_cnn(input_shape=(32, 32, 3), num_classes: int = 10) -> tf.keras.Model:
+    """The paper's CIFAR-10 CNN: (conv64 x2, pool, BN), (conv128 x2, pool, BN), (conv128 x2, pool)."""
+
+    def conv(filters):
+        return layers.Conv2D(filters, 3, padding="same", activation="relu")
+
+    return tf.keras.Sequential(
+        [
+            layers.Input(input_shape),
+            conv(64), conv(64), layers.MaxPooling2D(), layers.BatchNormalization(),
+            conv(128), conv(128), layers.MaxPooling2D(), layers.BatchNormalization(),
+            conv(128), conv(128), layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(512, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(num_classes),
+        ],
+        name="cnn",
+    )
+
+
+VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+def cifar100_vgg16(input_shape=(32, 32, 3), num_classes: int = 100) -> tf.keras.Model:
+    """VGG-16 for CIFAR: five blocks of 3x3 conv + BN + ReLU, each closed by a 2x2 max-pool."""
+    stack = [layers.Input(input_shape)]
+    for block in VGG16_BLOCKS:
+        for filters in block:
+            stack += [
+                layers.Conv2D(filters, 3, padding="same"),
+                layers.BatchNormalization(),
+                layers.Activation("relu"),
+            ]
+        stack.append(layers.MaxPooling2D())
+    stack += [layers.Flatten(), layers.Dense(num_classes)]
+    return tf.keras.Sequential(stack, name="vgg16")
+
+
+MODELS: dict[str, Callable[..., tf.keras.Model]] = {
+    "fc": fashion_mnist_fc,
+    "cnn": cifar10_cnn,
+    "vgg16": cifar100_vgg16,
+}
+# The paper's model for each dataset.
+DEFAULT_MODEL = {"digits": "fc", "fashion_mnist": "fc", "cifar10": "cnn", "cifar100": "vgg16"}
+
+
+def build_model(name: str, input_shape, num_classes: int) -> tf.keras.Model:
+    """Builds the model `name` (one of `MODELS`) for the given input shape and number of classes."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
+
+
+def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
+    """Wraps every supported layer with TFMOT's `prune_low_magnitude`, masks under FedSparsify's control.
+
+    The result trains inside TFF once its pruning steps are ready (see `initial_model_weights`).
+    Raises ValueError if the model has no weights TFMOT can prune.
+    """
+    wrapped = tfmot.sparsity.keras.prune_low_magnitude(
+        model, pruning_schedule=compat.ServerControlledSchedule()
+    )
+    if not prunable_weights(wrapped):
+        raise ValueError(f"model {model.name!r} has nothing to prune (no Dense or Conv kernels)")
+    return wrapped
+
+
+def pruning_wrappers(model: tf.keras.Model) -> list:
+    return [layer for layer in model.layers if isinstance(layer, compat.PruneLowMagnitude)]
+
+
+def prunable_weights(model: tf.keras.Model) -> list[tf.Variable]:
+    """The kernels TFMOT prunes (Dense and Conv kernels; not biases or batch norm), in layer order."""
+    return [weight for w in pruning_wrappers(model) for weight, _, _ in w.pruning_vars]
+
+
+def mask_variables(model: tf.keras.Model) -> list[tf.Variable]:
+    """The TFMOT masks matching `prunable_weights` one to one."""
+    return [mask for w in pruning_wrappers(model) for _, mask, _ in w.pruning_vars]
+
+
+def initial_model_weights(model: tf.keras.Model):
+    """`tff.learning.models.ModelWeights` of a wrapped model, ready to train inside TFF.
+
+    Use it as a learning process's initial weights, or after `initialize()` with
+    `process.set_model_weights(state, initial_model_weights(model))`.
+    """
+    return compat.with_ready_pruning_steps(model)
