@@ -20,6 +20,7 @@ import gc
 import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
+from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
@@ -58,9 +59,16 @@ def with_ready_pruning_steps(keras_model: tf.keras.Model) -> tff.learning.models
 
 
 def release_tff_runtime() -> None:
-    """Stops TFF's local `worker_binary` by replacing the execution context with a fresh one."""
+    """Stops TFF's local `worker_binary` by replacing the execution context with a fresh one.
+
+    TFF stays usable: the next computation starts a new worker.
+    """
     tff.backends.native.set_sync_local_cpp_execution_context()
     gc.collect()
 
 
-atexit.register(release_tff_runtime)
+@atexit.register
+def _release_tff_runtime_at_exit() -> None:
+    # An execution context left for interpreter shutdown fails noisily in its __del__; leave none.
+    tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())
+    gc.collect()

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tff_sparsify import data
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_dataset("digits")
+
+
+def write_npz(path, train=40, test=10, shape=(28, 28), classes=10):
+    rng = np.random.default_rng(0)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (train, *shape), dtype=np.uint8),
+        y_train=np.arange(train) % classes,
+        x_test=rng.integers(0, 256, (test, *shape), dtype=np.uint8),
+        y_test=np.arange(test) % classes,
+    )
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_digits_is_embedded_and_split_deterministically(digits):
+    assert digits.input_shape == (8, 8, 1) and digits.num_classes == 10
+    assert len(digits.x_train) + len(digits.x_test) == 1797
+    assert 300 < len(digits.x_test) < 420
+    assert digits.x_train.dtype == np.uint8 and digits.x_train.max() == 16
+    np.testing.assert_array_equal(digits.y_test, data.load_dataset("digits").y_test)
+
+
+def test_npz_in_keras_layout_gets_a_channel_axis(tmp_path):
+    arrays = write_npz(tmp_path / "fm.npz")
+    ds = data.load_dataset("fashion_mnist", path=str(tmp_path / "fm.npz"))
+    assert ds.x_train.shape == (40, 28, 28, 1) and ds.x_test.shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(ds.x_train[..., 0], arrays["x_train"])
+    np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
+
+
+def test_real_fashion_mnist_npz(fashion_mnist_npz):
+    ds = data.load_dataset("fashion_mnist", path=str(fashion_mnist_npz))
+    assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(ds.y_train), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
+
+
+@pytest.mark.parametrize(
+    "name,shape,classes",
+    [("fashion_mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100)],
+)
+def test_tfds_loader(name, shape, classes):
+    # TFDS's own mocking serves generated examples through the real `tfds.load` path (no download).
+    with tfds.testing.mock_data(num_examples=12):
+        ds = data.load_dataset(name)
+    assert ds.x_train.shape == (12, *shape) and ds.x_test.shape == (12, *shape)
+    assert ds.num_classes == classes and ds.y_train.max() < classes
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda p: data.load_dataset("mnist"), ValueError, "dataset must be one of"),
+        (lambda p: data.load_dataset("fashion_mnist", path=str(p / "nope.npz")), FileNotFoundError, "path"),
+        (lambda p: data.load_dataset("cifar10", path=str(p / "fm.npz")), ValueError, r"shape \[N, 32, 32, 3\]"),
+        (lambda p: data.load_dataset("digits", path=str(p / "fm.npz")), ValueError, r"shape \[N, 8, 8, 1\]"),
+    ],
+)
+def test_bad_sources_are_named(tmp_path, call, error, match):
+    write_npz(tmp_path / "fm.npz")
+    with pytest.raises(error, match=match):
+        call(tmp_path)
+
+
+def test_npz_missing_arrays_and_bad_labels(tmp_path):
+    np.savez(tmp_path / "a.npz", x_train=np.zeros((2, 28, 28)))
+    with pytest.raises(ValueError, match="lacks arrays"):
+        data.load_dataset("fashion_mnist", path=str(tmp_path / "a.npz"))
+    arrays = write_npz(tmp_path / "b.npz")
+    np.savez(tmp_path / "b.npz", **{**arrays, "y_test": arrays["y_test"] + 5})
+    with pytest.raises(ValueError, match=r"test labels must be in \[0, 10\)"):
+        data.load_dataset("fashion_mnist", path=str(tmp_path / "b.npz"))
+
+
+def test_client_datasets_serve_each_clients_examples_scaled_and_batched(digits):
+    fed = data.federate(digits, 5, "label_skew", classes_per_client=2, batch_size=16, seed=3)
+    for client in range(5):
+        batches = list(fed.client_dataset(client).as_numpy_iterator())
+        x = np.concatenate([b["x"] for b in batches])
+        y = np.concatenate([b["y"] for b in batches])
+        expected = fed.partition.client_indices[client]
+        assert all(len(b["y"]) == 16 for b in batches[:-1])
+        assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+        np.testing.assert_array_equal(np.bincount(y, minlength=10), np.bincount(digits.y_train[expected], minlength=10))
+        assert len(np.unique(y)) == 2
+        pixel_sums = digits.x_train[expected].sum(axis=(1, 2, 3)) / 16.0
+        np.testing.assert_allclose(np.sort(x.sum(axis=(1, 2, 3))), np.sort(pixel_sums), rtol=1e-5)
+
+
+def test_epochs_repeat_and_rounds_reshuffle(digits):
+    fed = data.federate(digits, 3, batch_size=8, seed=1)
+
+    def labels(**kwargs):
+        return np.concatenate([b["y"] for b in fed.client_dataset(0, **kwargs).as_numpy_iterator()])
+
+    n = len(fed.partition.client_indices[0])
+    assert len(labels(epochs=3)) == 3 * n
+    np.testing.assert_array_equal(labels(round_num=4), labels(round_num=4))
+    assert not np.array_equal(labels(round_num=4), labels(round_num=5))
+
+
+def test_test_dataset_covers_the_test_split(digits):
+    fed = data.federate(digits, 2)
+    y = np.concatenate([b["y"] for b in fed.test_dataset(batch_size=100).as_numpy_iterator()])
+    np.testing.assert_array_equal(y, digits.y_test)
+
+
+def test_federate_rejects_bad_batch_size(digits):
+    with pytest.raises(ValueError, match="batch_size"):
+        data.federate(digits, 2, batch_size=0)

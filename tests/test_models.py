@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_sparsify import compat, models
+
+
+def trainable_count(model):
+    return int(sum(np.prod(v.shape) for v in model.trainable_weights))
+
+
+@pytest.mark.parametrize(
+    "name,input_shape,classes,total,trainable",
+    [
+        ("fc", (28, 28, 1), 10, 118_282, 118_282),
+        ("cnn", (32, 32, 3), 10, 1_609_930 + 384, 1_609_930),
+        ("vgg16", (32, 32, 3), 100, 14_782_884, 14_774_436),
+    ],
+)
+def test_paper_models_have_the_papers_parameter_counts(name, input_shape, classes, total, trainable):
+    model = models.build_model(name, input_shape, classes)
+    assert model.count_params() == total
+    assert trainable_count(model) == trainable
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="model must be one of"):
+        models.build_model("resnet", (28, 28, 1), 10)
+
+
+@pytest.fixture(scope="module")
+def wrapped_fc():
+    return models.wrap_for_pruning(models.build_model("fc", (8, 8, 1), 10))
+
+
+def test_wrapping_exposes_kernels_as_prunable_and_masks_start_at_one(wrapped_fc):
+    kernels = models.prunable_weights(wrapped_fc)
+    assert [tuple(k.shape) for k in kernels] == [(64, 128), (128, 128), (128, 10)]
+    assert all(k.name.endswith("kernel:0") for k in kernels)
+    masks = models.mask_variables(wrapped_fc)
+    assert [m.shape for m in masks] == [k.shape for k in kernels]
+    assert all(np.all(m.numpy() == 1.0) for m in masks)
+    # Wrapping keeps the parameter count of the trainable model.
+    assert trainable_count(wrapped_fc) == 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+
+
+def test_model_with_nothing_to_prune_is_rejected():
+    flat = tf.keras.Sequential([tf.keras.layers.Input((4,)), tf.keras.layers.Flatten()])
+    with pytest.raises(ValueError, match="nothing to prune"):
+        models.wrap_for_pruning(flat)
+
+
+def test_initial_model_weights_have_ready_pruning_steps(wrapped_fc):
+    weights = models.initial_model_weights(wrapped_fc)
+    steps = [w for v, w in zip(wrapped_fc.non_trainable_weights, weights.non_trainable) if compat.is_pruning_step(v)]
+    assert len(steps) == len(models.pruning_wrappers(wrapped_fc)) > 0
+    assert all(int(s) == compat.READY_PRUNING_STEP for s in steps)
+    np.testing.assert_array_equal(weights.trainable[0], wrapped_fc.trainable_weights[0].numpy())
+
+
+def test_masks_stay_under_our_control_during_training():
+    model = models.wrap_for_pruning(models.build_model("fc", (8, 8, 1), 10))
+    kernel, mask = models.prunable_weights(model)[0], models.mask_variables(model)[0]
+    pruned = np.random.default_rng(0).random(mask.shape) < 0.7
+    mask.assign(np.where(pruned, 0.0, 1.0).astype(np.float32))
+    for v in model.non_trainable_weights:
+        if compat.is_pruning_step(v):
+            v.assign(compat.READY_PRUNING_STEP)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(1).random((64, 8, 8, 1)), np.arange(64) % 10
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    # TFMOT's schedule never rewrote the mask, and the kernel is zero where the mask is (after the
+    # wrapper's masking at the start of a forward pass).
+    np.testing.assert_array_equal(mask.numpy() == 0.0, pruned)
+    model(x[:1], training=False)
+    assert np.all(kernel.numpy()[pruned] == 0.0)
+    assert np.all(kernel.numpy()[~pruned] != 0.0)

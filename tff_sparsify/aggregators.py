@@ -1,0 +1,197 @@
+"""Majority-vote merging of client models for FedSparsify-Local (paper eq. 2), as a TFF aggregator.
+
+Each of the K participating clients sends its weights w_i, a binary mask m_i (1 = kept, 0 = pruned)
+and its example count n_i. For every position the keep share is v = sum_i m_i / K; the position is
+kept iff v >= quorum and then gets
+
+- `average_over="all"` (the paper): sum_i n_i m_i w_i / sum_i n_i, the example-weighted mean over
+  all participants, where clients that pruned the position contribute a zero;
+- `average_over="keepers"`: sum_i n_i m_i w_i / sum_i n_i m_i, the mean over the clients that kept it.
+
+A dropped position is exactly 0.
+
+`MajorityVoteFactory.create(value_type, weight_type)` picks one of two value modes from `value_type`:
+
+- explicit masks: a struct with exactly the fields `weights` and `masks`, two structures of float
+  tensors of the same shapes. The result has the same type: the merged weights and the voted mask
+  (1.0 kept, 0.0 dropped).
+- derived masks: any other structure of float tensors. A client's mask is `value != 0` (its zeros
+  are its pruned positions) and the result has the value's type, so the factory can be the
+  `model_aggregator` of `tff.learning.algorithms.build_weighted_fed_avg`. There the values are
+  model updates, so a dropped position leaves the global weight unchanged rather than zeroing it.
+
+Measurements, an OrderedDict at SERVER: `kept_fraction` (positions kept by the vote),
+`mean_client_sparsity` (mean over clients of the fraction their masks prune), `agreement` (mean
+over positions of the share of clients whose mask agrees with the outcome), `vote_histogram` (keep
+shares in 10 equal bins over [0, 1], the last one closed, as `tf.histogram_fixed_width` would bin
+them) and `num_clients`.
+"""
+from __future__ import annotations
+
+import collections
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+AVERAGE_OVER = ("all", "keepers")
+HISTOGRAM_BINS = 10
+EXPLICIT_FIELDS = ("weights", "masks")
+
+
+class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
+    """Merges client models by majority vote over their masks (FedSparsify-Local, paper eq. 2)."""
+
+    def __init__(self, quorum: float = 0.5, average_over: str = "all"):
+        """`quorum`: keep share needed to keep a position, in (0, 1]; `average_over`: see module."""
+        if not 0 < quorum <= 1:
+            raise ValueError(f"quorum must be in (0, 1], got {quorum}")
+        if average_over not in AVERAGE_OVER:
+            raise ValueError(f"average_over must be one of {AVERAGE_OVER}, got {average_over!r}")
+        self._quorum = float(quorum)
+        self._average_over = average_over
+
+    def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+        """An `AggregationProcess` with empty state merging `value_type`s weighted by `weight_type`."""
+        explicit = _has_explicit_masks(value_type)
+        weights_type = value_type.weights if explicit else value_type
+        _check_types(value_type, weights_type, explicit, weight_type)
+        keepers = self._average_over == "keepers"
+        quorum = self._quorum
+
+        @tff.tensorflow.computation(value_type, weight_type)
+        def client_sums(value, weight):
+            if explicit:
+                weights, masks = _flatten(value["weights"]), _flatten(value["masks"])
+            else:
+                weights = masks = _flatten(value)
+            return _client_sums(weights, [tf.not_equal(m, 0) for m in masks], weight, keepers)
+
+        @tff.tensorflow.computation(client_sums.type_signature.result)
+        def merge(sums):
+            merged, keeps = _merge(sums, quorum, keepers)
+            flat = merged
+            if explicit:
+                mask_types = tff.structure.flatten(value_type.masks)
+                masks = [tf.cast(k, t.dtype) for k, t in zip(keeps, mask_types)]
+                fields = {"weights": merged, "masks": masks}
+                flat = [t for name in tff.structure.name_list(value_type) for t in fields[name]]
+            return collections.OrderedDict(
+                result=_pack(value_type, flat),
+                measurements=_measurements(sums["votes"], keeps, sums["num_clients"]),
+            )
+
+        @tff.federated_computation
+        def init_fn():
+            return tff.federated_value((), tff.SERVER)
+
+        @tff.federated_computation(
+            init_fn.type_signature.result,
+            tff.FederatedType(value_type, tff.CLIENTS),
+            tff.FederatedType(weight_type, tff.CLIENTS),
+        )
+        def next_fn(state, value, weight):
+            sums = tff.federated_sum(tff.federated_map(client_sums, (value, weight)))
+            output = tff.federated_map(merge, sums)
+            return tff.templates.MeasuredProcessOutput(state, output.result, output.measurements)
+
+        return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def _client_sums(weights, keeps, weight, keepers: bool):
+    """One client's summands: its weighted kept values, its votes, its weight and a client count."""
+    sums = collections.OrderedDict(
+        weighted=[_masked(k, w * tf.cast(weight, w.dtype)) for w, k in zip(weights, keeps)],
+        votes=[tf.cast(k, tf.int32) for k in keeps],
+        weight=weight,
+        num_clients=tf.constant(1, tf.int32),
+    )
+    if keepers:
+        sums["keeper_weight"] = [_masked(k, tf.cast(weight, w.dtype)) for w, k in zip(weights, keeps)]
+    return sums
+
+
+def _merge(sums, quorum: float, keepers: bool):
+    """The merged tensors and the boolean kept positions (eq. 2) from the clients' summed values."""
+    clients = tf.cast(sums["num_clients"], tf.float64)
+    merged, keeps = [], []
+    for i, (weighted, votes) in enumerate(zip(sums["weighted"], sums["votes"])):
+        # In float64, votes / K equals the quorum exactly when the share written as a decimal does.
+        keep = tf.cast(votes, tf.float64) / clients >= quorum
+        if keepers:
+            denominator = sums["keeper_weight"][i]
+        else:
+            denominator = tf.cast(sums["weight"], weighted.dtype)
+        merged.append(_masked(keep, tf.math.divide_no_nan(weighted, denominator)))
+        keeps.append(keep)
+    return merged, keeps
+
+
+def _measurements(votes, keeps, num_clients):
+    """The measurements described in the module docstring, from per-position vote counts."""
+    positions = tf.add_n([tf.size(v, tf.int64) for v in votes])
+    votes_cast = positions * tf.cast(num_clients, tf.int64)
+    keep_votes = tf.add_n([tf.reduce_sum(tf.cast(v, tf.int64)) for v in votes])
+    agreeing = tf.add_n(
+        [tf.reduce_sum(tf.cast(tf.where(k, v, num_clients - v), tf.int64)) for v, k in zip(votes, keeps)]
+    )
+    kept = tf.add_n([tf.math.count_nonzero(k) for k in keeps])
+    # Bin b holds shares in [b/10, (b+1)/10): integer arithmetic keeps shares on bin edges exact.
+    histogram = tf.add_n(
+        [
+            tf.math.bincount(
+                tf.reshape(tf.minimum(v * HISTOGRAM_BINS // num_clients, HISTOGRAM_BINS - 1), [-1]),
+                minlength=HISTOGRAM_BINS,
+                maxlength=HISTOGRAM_BINS,
+            )
+            for v in votes
+        ]
+    )
+    return collections.OrderedDict(
+        kept_fraction=tf.cast(kept / positions, tf.float32),
+        mean_client_sparsity=tf.cast(1 - keep_votes / votes_cast, tf.float32),
+        agreement=tf.cast(agreeing / votes_cast, tf.float32),
+        vote_histogram=histogram,
+        num_clients=num_clients,
+    )
+
+
+def _masked(keep, tensor):
+    """`tensor` where `keep`, exactly 0 elsewhere."""
+    return tf.where(keep, tensor, tf.zeros_like(tensor))
+
+
+def _has_explicit_masks(value_type) -> bool:
+    """Whether `value_type` is a struct with exactly the fields `weights` and `masks`."""
+    return (
+        isinstance(value_type, tff.types.StructType)
+        and len(value_type) == len(EXPLICIT_FIELDS)
+        and set(tff.structure.name_list(value_type)) == set(EXPLICIT_FIELDS)
+    )
+
+
+def _check_types(value_type, weights_type, explicit, weight_type) -> None:
+    """Raises `TypeError` unless the values are float tensors (masks matching) and weights scalars."""
+    if not tff.types.is_structure_of_floats(value_type):
+        raise TypeError(f"value_type must be a structure of float tensors, got {value_type}")
+    if explicit:
+        weight_shapes = [t.shape for t in tff.structure.flatten(weights_type)]
+        mask_shapes = [t.shape for t in tff.structure.flatten(value_type.masks)]
+        if weight_shapes != mask_shapes:
+            raise TypeError(f"masks must match weights one-to-one in shape, got {value_type}")
+    if not isinstance(weight_type, tff.types.TensorType) or weight_type.shape != ():
+        raise TypeError(f"weight_type must be a scalar tensor type, got {weight_type}")
+
+
+def _flatten(value) -> list[tf.Tensor]:
+    """The tensors of a client value in the order of its TFF type (`tf.nest` would sort dict keys)."""
+    if isinstance(value, tf.Tensor):
+        return [value]
+    return tff.structure.flatten(tff.structure.from_container(value, recursive=True))
+
+
+def _pack(type_spec, tensors):
+    """`tensors` (in `type_spec`'s order) in the containers of `type_spec`, so types match exactly."""
+    packed = tff.structure.pack_sequence_as(type_spec, tensors)
+    if isinstance(type_spec, tff.types.StructWithPythonType):
+        return tff.types.type_to_py_container(packed, type_spec)
+    return packed
