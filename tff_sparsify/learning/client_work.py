@@ -1,0 +1,116 @@
+"""Client work that trains within the broadcast masks (and, for FedSparsify-Local, prunes locally).
+
+Each client assigns the broadcast `ModelWeights` (kernels, biases, TFMOT masks) to its model and runs
+local SGD with the kernel gradients multiplied by the masks, so pruned weights stay exactly zero and
+the update `initial - final` is exactly zero at pruned positions (TFF's sign convention).
+
+FedSparsify-Global: the update is the model delta. FedSparsify-Local: each client then prunes its own
+model to the round's target s(t) (paper eq. 1) by global magnitude and sends
+`OrderedDict(weights=delta, masks=masks)`, one mask per trainable tensor (all ones for biases), for
+the server's majority vote (paper eq. 2).
+"""
+from __future__ import annotations
+
+import collections
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_sparsify import pruning, schedules
+from tff_sparsify.learning.task import ModelTask
+
+
+def sparsity_table(schedule: schedules.SparsitySchedule) -> list[float]:
+    """[s(0)=0, s(1), ..., s(T)]: the schedule as a list indexed by round (rounds after T keep s(T))."""
+    return [0.0] + [schedule(t) for t in range(1, schedule.total_rounds + 1)]
+
+
+def target_sparsity(table: list[float], round_num: tf.Tensor) -> tf.Tensor:
+    """s(round_num) from a `sparsity_table`, inside TF."""
+    return tf.gather(tf.constant(table, tf.float32), tf.minimum(round_num, len(table) - 1))
+
+
+def build_masked_client_work(
+    task: ModelTask,
+    optimizer: tff.learning.optimizers.Optimizer,
+    local_schedule: schedules.SparsitySchedule | None = None,
+) -> tff.learning.templates.ClientWorkProcess:
+    """A `ClientWorkProcess` training within the masks; with `local_schedule`, clients prune too.
+
+    Its state is the number of rounds done (clients prune to s(round + 1)).
+    """
+    layout = task.layout
+    table = sparsity_table(local_schedule) if local_schedule else None
+    with tf.Graph().as_default():
+        tff_model = task.tff_model()
+        metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(tff_model.metric_finalizers())
+    weights_type = tff.learning.models.weights_type_from_model(tff_model)
+    data_type = tff.SequenceType(tff.types.tensorflow_to_type(tff_model.input_spec))
+
+    @tff.tensorflow.computation(tf.int32, weights_type, data_type)
+    def client_update(round_num, initial_weights, dataset):
+        model = task.tff_model()
+        model_weights = tff.learning.models.ModelWeights.from_model(model)
+        trainable_specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in model_weights.trainable)
+
+        @tf.function
+        def train():
+            tf.nest.map_structure(lambda v, w: v.assign(w), model_weights, initial_weights)
+            masks = layout.full_masks(model_weights.trainable, layout.masks(initial_weights.non_trainable))
+
+            def step(state, batch):
+                num_examples, optimizer_state = state
+                with tf.GradientTape() as tape:
+                    output = model.forward_pass(batch, training=True)
+                gradients = tape.gradient(output.loss, model_weights.trainable)
+                gradients = tuple(g * m for g, m in zip(gradients, masks))
+                optimizer_state, updated = optimizer.next(
+                    optimizer_state, tuple(model_weights.trainable), gradients
+                )
+                for variable, value in zip(model_weights.trainable, updated):
+                    variable.assign(value)
+                return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state
+
+            num_examples, _ = dataset.reduce(
+                (tf.constant(0, tf.int64), optimizer.initialize(trainable_specs)), step
+            )
+            final = list(model_weights.trainable)
+            if table is None:
+                update = [a - b for a, b in zip(initial_weights.trainable, final)]
+            else:
+                kernel_masks = pruning.magnitude_masks(
+                    layout.kernels(final),
+                    target_sparsity(table, round_num + 1),
+                    layout.masks(initial_weights.non_trainable),
+                )
+                pruned = layout.replace_kernels(
+                    final, pruning.apply_masks(layout.kernels(final), kernel_masks)
+                )
+                update = collections.OrderedDict(
+                    weights=[a - b for a, b in zip(initial_weights.trainable, pruned)],
+                    masks=layout.full_masks(final, kernel_masks),
+                )
+            result = tff.learning.templates.ClientResult(
+                update=update, update_weight=tf.cast(num_examples, tf.float32)
+            )
+            return result, model.report_local_unfinalized_metrics()
+
+        return train()
+
+    @tff.federated_computation
+    def initialize():
+        return tff.federated_value(0, tff.SERVER)
+
+    @tff.federated_computation(
+        initialize.type_signature.result,
+        tff.FederatedType(weights_type, tff.CLIENTS),
+        tff.FederatedType(data_type, tff.CLIENTS),
+    )
+    def next_fn(round_num, weights, client_data):
+        round_at_clients = tff.federated_broadcast(round_num)
+        results, model_outputs = tff.federated_map(client_update, (round_at_clients, weights, client_data))
+        measurements = tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(model_outputs)))
+        next_round = tff.federated_map(tff.tensorflow.computation(lambda r: r + 1, tf.int32), round_num)
+        return tff.templates.MeasuredProcessOutput(next_round, results, measurements)
+
+    return tff.learning.templates.ClientWorkProcess(initialize, next_fn)

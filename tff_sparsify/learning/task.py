@@ -1,0 +1,96 @@
+"""What a learning process trains: a Keras model builder, its input spec, loss and metrics.
+
+`ModelTask` turns these into the TFMOT-wrapped Keras model and the `tff.learning` model TFF needs, and
+records where the prunable kernels and their masks sit in `tff.learning.models.ModelWeights`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_sparsify import models
+
+
+def _default_loss() -> tf.keras.losses.Loss:
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _default_metrics() -> list[tf.keras.metrics.Metric]:
+    return [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsLayout:
+    """Positions of the prunable kernels in `ModelWeights.trainable` and of their masks in
+    `ModelWeights.non_trainable` (one to one, in layer order)."""
+
+    kernel_indices: tuple[int, ...]
+    mask_indices: tuple[int, ...]
+
+    def kernels(self, trainable: Sequence[Any]) -> list:
+        return [trainable[i] for i in self.kernel_indices]
+
+    def masks(self, non_trainable: Sequence[Any]) -> list:
+        return [non_trainable[i] for i in self.mask_indices]
+
+    def replace_kernels(self, trainable: Sequence[Any], kernels: Sequence[Any]) -> list:
+        return _replace(trainable, self.kernel_indices, kernels)
+
+    def replace_masks(self, non_trainable: Sequence[Any], masks: Sequence[Any]) -> list:
+        return _replace(non_trainable, self.mask_indices, masks)
+
+    def full_masks(self, trainable: Sequence[Any], masks: Sequence[Any]) -> list:
+        """One mask per trainable tensor: the kernel masks, all-ones for the rest."""
+        return _replace([tf.ones_like(t) for t in trainable], self.kernel_indices, masks)
+
+
+def _replace(values: Sequence[Any], indices: Sequence[int], replacements: Sequence[Any]) -> list:
+    values = list(values)
+    for i, value in zip(indices, replacements):
+        values[i] = value
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelTask:
+    """A Keras model (unwrapped; it is wrapped for pruning here) and how to train it."""
+
+    keras_model_fn: Callable[[], tf.keras.Model]
+    input_spec: Any
+    loss_fn: Callable[[], tf.keras.losses.Loss] = _default_loss
+    metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] = _default_metrics
+
+    def wrapped_keras_model(self) -> tf.keras.Model:
+        return models.wrap_for_pruning(self.keras_model_fn())
+
+    def tff_model(self, keras_model: tf.keras.Model | None = None) -> tff.learning.models.VariableModel:
+        return tff.learning.models.from_keras_model(
+            keras_model or self.wrapped_keras_model(),
+            input_spec=self.input_spec,
+            loss=self.loss_fn(),
+            metrics=self.metrics_fn(),
+        )
+
+    @functools.cached_property
+    def layout(self) -> WeightsLayout:
+        with tf.Graph().as_default():
+            keras_model = self.wrapped_keras_model()
+            trainable = {v.ref(): i for i, v in enumerate(keras_model.trainable_weights)}
+            non_trainable = {v.ref(): i for i, v in enumerate(keras_model.non_trainable_weights)}
+            return WeightsLayout(
+                tuple(trainable[v.ref()] for v in models.prunable_weights(keras_model)),
+                tuple(non_trainable[v.ref()] for v in models.mask_variables(keras_model)),
+            )
+
+    def initial_model_weights_fn(self) -> tff.Computation:
+        """A TFF computation returning freshly initialized weights, ready to train (see compat)."""
+
+        @tff.tensorflow.computation
+        def initial_model_weights():
+            return models.initial_model_weights(self.wrapped_keras_model())
+
+        return initial_model_weights
