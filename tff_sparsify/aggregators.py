@@ -4,13 +4,16 @@ Each of the K participating clients sends its weights w_i, a binary mask m_i (1 
 and its example count n_i. For every position the keep share is v = sum_i m_i / K; the position is
 kept iff v >= quorum and then gets
 
-- `average_over="all"` (the paper): sum_i n_i m_i w_i / sum_i n_i, the example-weighted mean over
-  all participants, where clients that pruned the position contribute a zero;
-- `average_over="keepers"`: sum_i n_i m_i w_i / sum_i n_i m_i, the mean over the clients that kept it.
+- `average_over="all"` (the paper): sum_i n_i w_i / sum_i n_i, the example-weighted mean over all
+  participants of the values as sent. Clients sending weights send 0 where they pruned. Clients
+  sending model deltas `initial - pruned` (TFF's sign) send `initial` there, and the server's
+  `initial - mean delta` is then the paper's merge;
+- `average_over="keepers"`: sum_i n_i m_i w_i / sum_i n_i m_i, the mean over the clients that
+  kept it (other clients' values there are ignored; this also holds for model deltas).
 
 A dropped position is exactly 0.
 
-`MajorityVoteFactory.create(value_type, weight_type)` picks one of two value modes from `value_type`:
+`MajorityVoteFactory.create(value_type, weight_type)` picks one of two modes from `value_type`:
 
 - explicit masks: a struct with exactly the fields `weights` and `masks`, two structures of float
   tensors of the same shapes. The result has the same type: the merged weights and the voted mask
@@ -20,11 +23,11 @@ A dropped position is exactly 0.
   `model_aggregator` of `tff.learning.algorithms.build_weighted_fed_avg`. There the values are
   model updates, so a dropped position leaves the global weight unchanged rather than zeroing it.
 
-Measurements, an OrderedDict at SERVER: `kept_fraction` (positions kept by the vote),
-`mean_client_sparsity` (mean over clients of the fraction their masks prune), `agreement` (mean
-over positions of the share of clients whose mask agrees with the outcome), `vote_histogram` (keep
-shares in 10 equal bins over [0, 1], the last one closed, as `tf.histogram_fixed_width` would bin
-them) and `num_clients`.
+Measurements, an OrderedDict at SERVER, over all positions of all tensors (masks of ones included):
+`kept_fraction` (fraction kept by the vote), `mean_client_sparsity` (mean over clients of the
+fraction their masks prune), `agreement` (mean over positions of the share of clients whose mask
+agrees with the outcome), `vote_histogram` (int32 counts of keep shares in 10 equal bins over
+[0, 1], the last one closed) and `num_clients`.
 """
 from __future__ import annotations
 
@@ -51,10 +54,9 @@ class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
         self._average_over = average_over
 
     def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
-        """An `AggregationProcess` with empty state merging `value_type`s weighted by `weight_type`."""
+        """An `AggregationProcess` (empty state) merging `value_type`s weighted by `weight_type`."""
         explicit = _has_explicit_masks(value_type)
-        weights_type = value_type.weights if explicit else value_type
-        _check_types(value_type, weights_type, explicit, weight_type)
+        _check_types(value_type, explicit, weight_type)
         keepers = self._average_over == "keepers"
         quorum = self._quorum
 
@@ -98,15 +100,21 @@ class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
 
 
 def _client_sums(weights, keeps, weight, keepers: bool):
-    """One client's summands: its weighted kept values, its votes, its weight and a client count."""
+    """One client's summands: its weighted values, its votes, its weight and a client count.
+
+    For `keepers`, values at the client's pruned positions are left out, and so is its weight there.
+    """
+    weighted = [w * tf.cast(weight, w.dtype) for w in weights]
     sums = collections.OrderedDict(
-        weighted=[_masked(k, w * tf.cast(weight, w.dtype)) for w, k in zip(weights, keeps)],
+        weighted=[_masked(k, x) for x, k in zip(weighted, keeps)] if keepers else weighted,
         votes=[tf.cast(k, tf.int32) for k in keeps],
         weight=weight,
         num_clients=tf.constant(1, tf.int32),
     )
     if keepers:
-        sums["keeper_weight"] = [_masked(k, tf.cast(weight, w.dtype)) for w, k in zip(weights, keeps)]
+        sums["keeper_weight"] = [
+            _masked(k, tf.cast(weight, w.dtype)) for w, k in zip(weights, keeps)
+        ]
     return sums
 
 
@@ -132,16 +140,20 @@ def _measurements(votes, keeps, num_clients):
     votes_cast = positions * tf.cast(num_clients, tf.int64)
     keep_votes = tf.add_n([tf.reduce_sum(tf.cast(v, tf.int64)) for v in votes])
     agreeing = tf.add_n(
-        [tf.reduce_sum(tf.cast(tf.where(k, v, num_clients - v), tf.int64)) for v, k in zip(votes, keeps)]
+        [
+            tf.reduce_sum(tf.cast(tf.where(k, v, num_clients - v), tf.int64))
+            for v, k in zip(votes, keeps)
+        ]
     )
     kept = tf.add_n([tf.math.count_nonzero(k) for k in keeps])
-    # Bin b holds shares in [b/10, (b+1)/10): integer arithmetic keeps shares on bin edges exact.
+    # Share k/K belongs in bin floor(10 k / K), computed here in integers: tf.histogram_fixed_width
+    # on float shares puts e.g. 7/10 in bin 6. Counting integer bins with it is exact.
     histogram = tf.add_n(
         [
-            tf.math.bincount(
-                tf.reshape(tf.minimum(v * HISTOGRAM_BINS // num_clients, HISTOGRAM_BINS - 1), [-1]),
-                minlength=HISTOGRAM_BINS,
-                maxlength=HISTOGRAM_BINS,
+            tf.histogram_fixed_width(
+                tf.minimum(v * HISTOGRAM_BINS // num_clients, HISTOGRAM_BINS - 1),
+                [0, HISTOGRAM_BINS],
+                nbins=HISTOGRAM_BINS,
             )
             for v in votes
         ]
@@ -169,12 +181,12 @@ def _has_explicit_masks(value_type) -> bool:
     )
 
 
-def _check_types(value_type, weights_type, explicit, weight_type) -> None:
-    """Raises `TypeError` unless the values are float tensors (masks matching) and weights scalars."""
+def _check_types(value_type, explicit: bool, weight_type) -> None:
+    """Raises `TypeError` unless values are float tensors (masks matching) and weights scalars."""
     if not tff.types.is_structure_of_floats(value_type):
         raise TypeError(f"value_type must be a structure of float tensors, got {value_type}")
     if explicit:
-        weight_shapes = [t.shape for t in tff.structure.flatten(weights_type)]
+        weight_shapes = [t.shape for t in tff.structure.flatten(value_type.weights)]
         mask_shapes = [t.shape for t in tff.structure.flatten(value_type.masks)]
         if weight_shapes != mask_shapes:
             raise TypeError(f"masks must match weights one-to-one in shape, got {value_type}")
@@ -183,14 +195,14 @@ def _check_types(value_type, weights_type, explicit, weight_type) -> None:
 
 
 def _flatten(value) -> list[tf.Tensor]:
-    """The tensors of a client value in the order of its TFF type (`tf.nest` would sort dict keys)."""
+    """The tensors of a client value in the order of its TFF type (`tf.nest` sorts dict keys)."""
     if isinstance(value, tf.Tensor):
         return [value]
     return tff.structure.flatten(tff.structure.from_container(value, recursive=True))
 
 
 def _pack(type_spec, tensors):
-    """`tensors` (in `type_spec`'s order) in the containers of `type_spec`, so types match exactly."""
+    """`tensors` (in `type_spec`'s order) in the containers of `type_spec`: the types match."""
     packed = tff.structure.pack_sequence_as(type_spec, tensors)
     if isinstance(type_spec, tff.types.StructWithPythonType):
         return tff.types.type_to_py_container(packed, type_spec)

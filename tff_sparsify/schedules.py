@@ -19,8 +19,8 @@ import numbers
 from typing import Any
 
 
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    """`value` as an int, or a ValueError naming `name` and its allowed range."""
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None, hint: str = "") -> int:
+    """`value` as an int, or a ValueError naming `name` and its allowed range (plus `hint`)."""
     allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
     if (
         not isinstance(value, numbers.Integral)
@@ -28,7 +28,7 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) 
         or value < minimum
         or (maximum is not None and value > maximum)
     ):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}{hint}")
     return int(value)
 
 
@@ -37,7 +37,7 @@ class SparsitySchedule:
     """Target sparsity after each round t = 1..`total_rounds` (paper eq. 1).
 
     Arguments: `final_sparsity` s_f, `total_rounds` T, `initial_sparsity` s_0, `start_round` t0,
-    `frequency` f (the target changes only every f rounds, and at T) and `exponent` e.
+    `frequency` f (the target changes only at multiples of f, and at t0 and T) and `exponent` e.
     Requires 0 <= s_0 <= s_f < 1, T >= 2, 1 <= t0 < T, f >= 1 and e > 0.
     """
 
@@ -50,12 +50,10 @@ class SparsitySchedule:
 
     def __post_init__(self):
         total_rounds = _check_int("total_rounds", self.total_rounds, 2)
-        if not isinstance(self.start_round, numbers.Integral) or self.start_round >= total_rounds:
-            raise ValueError(
-                f"start_round must be an integer in [1, total_rounds - 1] = [1, {total_rounds - 1}], "
-                f"got {self.start_round!r}: the start round must come before the last round"
-            )
-        start_round = _check_int("start_round", self.start_round, 1, total_rounds - 1)
+        start_round = _check_int(
+            "start_round", self.start_round, 1, total_rounds - 1,
+            hint=f" (pruning must start before the last round, total_rounds = {total_rounds})",
+        )
         frequency = _check_int("frequency", self.frequency, 1)
         if not 0.0 <= self.final_sparsity < 1.0:
             raise ValueError(f"final_sparsity must be in [0, 1), got {self.final_sparsity!r}")
@@ -98,11 +96,11 @@ class SparsitySchedule:
     def prunes_at(self, round_num: int) -> bool:
         """Whether the target rises at `round_num`: s(t) > s(t - 1), with s(0) = 0.
 
-        On other rounds the target equals the previous round's, so pruning nested masks to it
-        (`pruning.magnitude_masks` with the current masks) leaves them unchanged and can be skipped.
+        On other rounds the target equals the previous round's: masks that already reach it stay
+        unchanged under `pruning.magnitude_masks(..., masks=current)`, so that work can be skipped.
         """
-        previous = self(round_num - 1) if round_num > 1 else 0.0
-        return self(round_num) > previous
+        target = self(round_num)
+        return target > (self(round_num - 1) if round_num > 1 else 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments, JSON-serializable."""

@@ -27,7 +27,7 @@ def sparsity_table(schedule: schedules.SparsitySchedule) -> list[float]:
 
 def target_sparsity(table: list[float], round_num: tf.Tensor) -> tf.Tensor:
     """s(round_num) from a `sparsity_table`, inside TF."""
-    return tf.gather(tf.constant(table, tf.float32), tf.minimum(round_num, len(table) - 1))
+    return tf.gather(tf.constant(table, tf.float64), tf.minimum(round_num, len(table) - 1))
 
 
 def build_masked_client_work(

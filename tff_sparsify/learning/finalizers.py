@@ -54,7 +54,7 @@ def build_masking_finalizer(
         )
         round_num = state["round_num"] + 1
         kernels, masks = layout.kernels(trainable), layout.masks(weights.non_trainable)
-        target = tf.constant(float("nan"))
+        target = tf.constant(float("nan"), tf.float64)
         if mask_source == "prune":
             target = target_sparsity(table, round_num)
             masks = pruning.magnitude_masks(kernels, target, masks)
