@@ -33,6 +33,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
+    entry_points={"console_scripts": ["tff-sparsify = tff_sparsify.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3.11",
         "License :: OSI Approved :: Apache Software License",

@@ -1,0 +1,92 @@
+"""The experiment runner and the `tff-sparsify` command line."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_sparsify import cli, experiment
+
+TINY = experiment.ExperimentConfig(
+    num_clients=3, rounds=3, local_epochs=1, batch_size=64, final_sparsity=0.8, client_learning_rate=0.1
+)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """A 3-round run interrupted after 2 rounds, then resumed."""
+    output_dir = str(tmp_path_factory.mktemp("run"))
+    first = experiment.run(TINY, output_dir, stop_after=2, progress=False)
+    rows_seen = []
+    second = experiment.run(TINY, output_dir, progress=False, on_round=rows_seen.append)
+    return output_dir, first, second, rows_seen
+
+
+def test_interrupted_run_resumes_from_its_last_round(resumed_run):
+    output_dir, first, second, rows_seen = resumed_run
+    assert first["rounds_completed"] == 2 and not first["completed"]
+    assert [row["round"] for row in rows_seen] == [3]
+    assert second["completed"] and second["rounds_completed"] == 3
+    with open(f"{output_dir}/history.json") as f:
+        history = json.load(f)
+    with open(f"{output_dir}/history.csv") as f:
+        assert [int(r["round"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    # The resumed round continued from the checkpointed (sparser) model.
+    assert [r["target_sparsity"] for r in history] == pytest.approx([TINY.schedule()(t) for t in (1, 2, 3)])
+    assert history[-1]["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    assert 0.0 <= second["final_test_accuracy"] <= 1.0
+    assert second["mean_test_accuracy_last_10"] == pytest.approx(np.mean([r["test_accuracy"] for r in history]))
+
+
+def test_final_model_is_stripped_and_exactly_sparse(resumed_run):
+    output_dir, *_ = resumed_run
+    model = tf.keras.models.load_model(f"{output_dir}/final_model.keras")
+    kernels = np.concatenate([w.numpy().ravel() for w in model.weights if "kernel" in w.name])
+    assert not any("prune_low_magnitude" in layer.name for layer in model.layers)
+    assert np.sum(kernels == 0) == math.floor(0.8 * kernels.size + 0.5)
+
+
+def test_other_config_in_same_directory_is_refused(resumed_run):
+    output_dir, *_ = resumed_run
+    with pytest.raises(ValueError, match="different config.*final_sparsity"):
+        experiment.run(experiment.ExperimentConfig(**{**TINY.to_dict(), "final_sparsity": 0.5}), output_dir)
+
+
+def test_partial_participation_samples_seeded_subsets():
+    config = experiment.ExperimentConfig(num_clients=100, participation=0.1)
+    assert config.clients_per_round == 10
+    assert experiment.sample_clients(config, 5) == experiment.sample_clients(config, 5)
+    assert experiment.sample_clients(config, 5) != experiment.sample_clients(config, 6)
+    assert experiment.sample_clients(TINY, 1) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["run", "--final-sparsity", "1.0"], "--final-sparsity must be in [0, 1)"),
+        (["run", "--algorithm", "snip"], "--algorithm must be one of"),
+        (["run", "--dataset", "mnist"], "--dataset must be one of"),
+        (["run", "--rounds", "10", "--start-round", "10"], "--start-round must be an integer in [1, 9]"),
+        (["run", "--participation", "0"], "--participation must be in (0, 1]"),
+        (["run", "--num-clients", "0"], "--num-clients must be an integer >= 1"),
+        (["run", "--stop-after", "0"], "--stop-after must be an integer >= 1"),
+    ],
+)
+def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_config_file_and_flags_combine(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"rounds": 50, "final_sparsity": 0.9, "algorithm": "fedsparsify_local"}))
+    args = cli._parser().parse_args(["run", "--config", str(path), "--final-sparsity", "0.95"])
+    config = cli._config(args)
+    assert (config.rounds, config.final_sparsity, config.algorithm) == (50, 0.95, "fedsparsify_local")
+    path.write_text(json.dumps({"rounds": 5, "sparsity": 0.9}))
+    with pytest.raises(ValueError, match="unknown fields"):
+        cli._config(cli._parser().parse_args(["run", "--config", str(path)]))

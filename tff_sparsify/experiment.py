@@ -1,0 +1,302 @@
+"""Runs one federated experiment: config -> data -> learning process -> rounds, with results on disk.
+
+An output directory holds `config.json`, `history.csv` / `history.json` (one row per round),
+`checkpoint.npz` (the process state after the last completed round), `summary.json`, `history.png`
+and `final_model.keras` (TFMOT wrappers stripped, pruned weights exactly zero). Every file is
+written atomically. Running the same config into the same directory resumes after the last
+completed round.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+import tensorflow_model_optimization as tfmot
+from tqdm.auto import tqdm
+
+from tff_sparsify import data, learning, models, schedules
+
+ALGORITHMS = ("fedsparsify_global", "fedsparsify_local", "fedavg")
+LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a run. Defaults: a small FedSparsify-Global run on embedded digits."""
+
+    algorithm: str = "fedsparsify_global"
+    dataset: str = "digits"
+    data_path: str | None = None
+    model: str | None = None  # None: the paper's model for the dataset.
+    partition: str = "iid"
+    classes_per_client: int | None = None
+    alpha: float | None = None
+    num_clients: int = 10
+    participation: float = 1.0
+    rounds: int = 30
+    local_epochs: int = 4
+    batch_size: int = 32
+    client_learning_rate: float = 0.02
+    client_momentum: float = 0.0
+    server_learning_rate: float = 1.0
+    final_sparsity: float = 0.8
+    initial_sparsity: float = 0.0
+    start_round: int = 1
+    frequency: int = 1
+    exponent: float = 3.0
+    quorum: float = 0.5
+    seed: int = 1990
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"dataset must be one of {sorted(data.DATASETS)}, got {self.dataset!r}")
+        if self.model is not None and self.model not in models.MODELS:
+            raise ValueError(f"model must be one of {sorted(models.MODELS)}, got {self.model!r}")
+        for name in ("num_clients", "local_epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not 0.0 < self.participation <= 1.0:
+            raise ValueError(f"participation must be in (0, 1], got {self.participation!r}")
+        for name in ("client_learning_rate", "server_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.client_momentum < 1.0:
+            raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
+        self.schedule()  # Validates the schedule arguments.
+
+    def schedule(self) -> schedules.SparsitySchedule:
+        return schedules.SparsitySchedule(
+            final_sparsity=self.final_sparsity,
+            total_rounds=self.rounds,
+            initial_sparsity=self.initial_sparsity,
+            start_round=self.start_round,
+            frequency=self.frequency,
+            exponent=self.exponent,
+        )
+
+    @property
+    def clients_per_round(self) -> int:
+        return max(1, round(self.participation * self.num_clients))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_process(config: ExperimentConfig, task: learning.ModelTask):
+    """The learning process `config.algorithm` names."""
+    client_optimizer = tff.learning.optimizers.build_sgdm(
+        learning_rate=config.client_learning_rate, momentum=config.client_momentum or None
+    )
+    optimizers = dict(
+        client_optimizer=client_optimizer,
+        server_optimizer=tff.learning.optimizers.build_sgdm(learning_rate=config.server_learning_rate),
+    )
+    if config.algorithm == "fedavg":
+        return learning.build_fed_avg(task, **optimizers)
+    if config.algorithm == "fedsparsify_global":
+        return learning.build_fedsparsify_global(task, config.schedule(), **optimizers)
+    return learning.build_fedsparsify_local(task, config.schedule(), quorum=config.quorum, **optimizers)
+
+
+def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
+    """The clients of round `round_num`: all, or a seeded sample of `clients_per_round`."""
+    if config.clients_per_round == config.num_clients:
+        return list(range(config.num_clients))
+    rng = np.random.default_rng([config.seed, round_num])
+    return sorted(rng.choice(config.num_clients, config.clients_per_round, replace=False).tolist())
+
+
+def run(
+    config: ExperimentConfig,
+    output_dir: str,
+    *,
+    stop_after: int | None = None,
+    progress: bool = True,
+    on_round: Callable[[dict], None] | None = None,
+) -> dict:
+    """Runs (or resumes) `config` in `output_dir`; returns the summary.
+
+    `stop_after` ends this invocation after that many rounds (run again to resume).
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    _check_same_config(config, output_dir)
+    federated = data.federate(
+        data.load_dataset(config.dataset, path=config.data_path),
+        config.num_clients,
+        config.partition,
+        classes_per_client=config.classes_per_client,
+        alpha=config.alpha,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    _write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
+    model_name = config.model or models.DEFAULT_MODEL[config.dataset]
+    dataset = federated.dataset
+    task = learning.ModelTask(
+        lambda: models.build_model(model_name, dataset.input_shape, dataset.num_classes),
+        federated.element_spec,
+    )
+    process = build_process(config, task)
+    state = process.initialize()
+    history = _read_history(output_dir)
+    if history:
+        state = _load_state(os.path.join(output_dir, "checkpoint.npz"), state)
+    evaluator = _Evaluator(task, federated.test_dataset())
+
+    first = len(history) + 1
+    last = config.rounds if stop_after is None else min(config.rounds, first - 1 + stop_after)
+    bar = tqdm(range(first, last + 1), initial=first - 1, total=config.rounds, disable=not progress,
+               desc=config.algorithm, unit="round")
+    for round_num in bar:
+        started = time.perf_counter()
+        clients = sample_clients(config, round_num)
+        datasets = federated.client_datasets(clients, epochs=config.local_epochs, round_num=round_num)
+        output = process.next(state, datasets)
+        state = output.state
+        row = _history_row(round_num, output.metrics, evaluator(process.get_model_weights(state)))
+        row["seconds"] = round(time.perf_counter() - started, 3)
+        history.append(row)
+        _save_state(os.path.join(output_dir, "checkpoint.npz"), state)
+        _write_history(output_dir, history)
+        bar.set_postfix(test_acc=f"{row['test_accuracy']:.4f}", sparsity=f"{row['sparsity']:.4f}",
+                        loss=f"{row['train_loss']:.4f}")
+        if on_round:
+            on_round(row)
+
+    summary = _summary(config, history)
+    _write_json(os.path.join(output_dir, "summary.json"), summary)
+    if summary["completed"]:
+        _save_final_model(task, process.get_model_weights(state), os.path.join(output_dir, "final_model.keras"))
+    from tff_sparsify import plots  # Imported here: matplotlib is only needed for this figure.
+
+    plots.plot_history(history, os.path.join(output_dir, "history.png"), title=config.algorithm)
+    return summary
+
+
+class _Evaluator:
+    """Test loss and accuracy of global model weights, in a wrapped Keras model."""
+
+    def __init__(self, task: learning.ModelTask, test_dataset: tf.data.Dataset):
+        self.model = task.wrapped_keras_model()
+        self.model.compile(loss=task.loss_fn(), metrics=task.metrics_fn())
+        self.test_dataset = test_dataset.map(lambda batch: (batch["x"], batch["y"]))
+
+    def __call__(self, weights) -> dict:
+        weights.assign_weights_to(self.model)
+        loss, accuracy = self.model.evaluate(self.test_dataset, verbose=0)
+        return {"test_loss": float(loss), "test_accuracy": float(accuracy)}
+
+
+def _history_row(round_num: int, metrics, evaluation: dict) -> dict:
+    train, final = metrics["client_work"]["train"], metrics["finalizer"]
+    target = float(final["target_sparsity"])
+    row = {
+        "round": round_num,
+        "train_loss": float(train["loss"]),
+        "train_accuracy": float(train["accuracy"]),
+        **evaluation,
+        "target_sparsity": None if np.isnan(target) else target,
+        "sparsity": float(final["sparsity"]),
+        "sparsity_all": float(final["sparsity_all"]),
+        "nonzero_params": int(final["nonzero_params"]),
+    }
+    return row
+
+
+def _summary(config: ExperimentConfig, history: list[dict]) -> dict:
+    last = history[-LAST_ROUNDS_FOR_MEAN:]
+    return {
+        "config": config.to_dict(),
+        "rounds_completed": len(history),
+        "completed": len(history) == config.rounds,
+        "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+        f"mean_test_accuracy_last_{LAST_ROUNDS_FOR_MEAN}": float(np.mean([r["test_accuracy"] for r in last])) if history else None,
+        "final_sparsity": history[-1]["sparsity"] if history else None,
+        "final_sparsity_all": history[-1]["sparsity_all"] if history else None,
+        "final_nonzero_params": history[-1]["nonzero_params"] if history else None,
+        "seconds": round(sum(r["seconds"] for r in history), 1),
+    }
+
+
+def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
+    wrapped = task.wrapped_keras_model()
+    weights.assign_weights_to(wrapped)
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)  # Kernels already hold the exact zeros.
+    _atomic(path, lambda tmp: stripped.save(tmp), suffix=".keras")
+
+
+def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
+    path = os.path.join(output_dir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved != config.to_dict():
+            changed = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
+            raise ValueError(
+                f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "
+                "use another output directory"
+            )
+    else:
+        _write_json(path, config.to_dict())
+
+
+def _save_state(path: str, state) -> None:
+    arrays = {f"a{i}": np.asarray(v) for i, v in enumerate(tf.nest.flatten(state))}
+    _atomic(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+
+
+def _load_state(path: str, like):
+    with np.load(path) as saved:
+        arrays = [saved[f"a{i}"] for i in range(len(saved.files))]
+    return tf.nest.pack_sequence_as(like, arrays)
+
+
+def _read_history(output_dir: str) -> list[dict]:
+    path = os.path.join(output_dir, "history.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_history(output_dir: str, history: list[dict]) -> None:
+    _write_json(os.path.join(output_dir, "history.json"), history)
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    _atomic(os.path.join(output_dir, "history.csv"), write_csv)
+
+
+def _write_json(path: str, value) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=2)
+
+    _atomic(path, write)
+
+
+def _atomic(path: str, write: Callable[[str], None], suffix: str = "") -> None:
+    """Writes through `write(tmp_path)` then renames, so `path` is never left half-written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
