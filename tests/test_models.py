@@ -75,3 +75,11 @@ def test_masks_stay_under_our_control_during_training():
     model(x[:1], training=False)
     assert np.all(kernel.numpy()[pruned] == 0.0)
     assert np.all(kernel.numpy()[~pruned] != 0.0)
+
+
+def test_only_layers_with_prunable_weights_are_wrapped():
+    wrapped = models.wrap_for_pruning(models.build_model("cnn", (32, 32, 3), 10))
+    inner = [w.layer for w in models.pruning_wrappers(wrapped)]
+    assert [type(layer).__name__ for layer in inner] == ["Conv2D"] * 6 + ["Dense"] * 2
+    assert sum(int(np.prod(k.shape)) for k in models.prunable_weights(wrapped)) == 1_604_160
+    assert trainable_count(wrapped) == 1_609_930

@@ -12,9 +12,7 @@ import os
 import sys
 import typing
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tff_sparsify import experiment  # noqa: E402
+from tff_sparsify import experiment
 
 
 def _flag(name: str) -> str:

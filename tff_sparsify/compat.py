@@ -9,7 +9,9 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    asserted to be >= 1, which Keras's `UpdatePruningStep` callback normally ensures. TFF runs no
    callbacks and traces `model_fn` into a graph (an `.assign` there is dropped), so the step must be
    set in the initial model weights instead: `with_ready_pruning_steps`.
-4. TFF's local C++ runtime starts a `worker_binary` process that outlives the interpreter (and keeps
+4. TFMOT has no public test for "this layer has weights to prune"; `has_prunable_weights` reads its
+   registry, so that only such layers get a wrapper (each wrapper costs work on every training step).
+5. TFF's local C++ runtime starts a `worker_binary` process that outlives the interpreter (and keeps
    its stdout open). `release_tff_runtime` frees it; it runs at exit.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
 
@@ -37,6 +39,16 @@ class ServerControlledSchedule(tfmot.sparsity.keras.PruningSchedule):
 
     def get_config(self):
         return {"class_name": type(self).__name__, "config": {}}
+
+
+def has_prunable_weights(layer: tf.keras.layers.Layer) -> bool:
+    """Whether TFMOT would prune some weight of `layer` (e.g. Dense and Conv kernels)."""
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+        return True
+    registry = prune_registry.PruneRegistry
+    if registry._is_rnn_layer(layer) or registry._is_mha_layer(layer):  # pylint: disable=protected-access
+        return registry.supports(layer)
+    return registry.supports(layer) and bool(registry._weight_names(layer))  # pylint: disable=protected-access
 
 
 def is_pruning_step(variable: tf.Variable) -> bool:

@@ -90,17 +90,24 @@ def build_model(name: str, input_shape, num_classes: int) -> tf.keras.Model:
 
 
 def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
-    """Wraps every supported layer with TFMOT's `prune_low_magnitude`, masks under FedSparsify's control.
+    """Wraps each layer with prunable weights with TFMOT's `prune_low_magnitude`.
 
+    Masks are under FedSparsify's control (never TFMOT's schedule). Layers without prunable weights
+    (pooling, batch norm, dropout, ...) stay unwrapped: a wrapper costs work on every training step.
+    As in TFMOT's guide, this clones the model, so the wrapped layers' weights are freshly initialized.
     The result trains inside TFF once its pruning steps are ready (see `initial_model_weights`).
     Raises ValueError if the model has no weights TFMOT can prune.
     """
-    wrapped = tfmot.sparsity.keras.prune_low_magnitude(
-        model, pruning_schedule=compat.ServerControlledSchedule()
-    )
-    if not prunable_weights(wrapped):
+    if not any(compat.has_prunable_weights(layer) for layer in model.layers):
         raise ValueError(f"model {model.name!r} has nothing to prune (no Dense or Conv kernels)")
-    return wrapped
+    schedule = compat.ServerControlledSchedule()
+
+    def wrap(layer):
+        if compat.has_prunable_weights(layer):
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer.__class__.from_config(layer.get_config())
+
+    return tf.keras.models.clone_model(model, clone_function=wrap)
 
 
 def pruning_wrappers(model: tf.keras.Model) -> list:

@@ -1,0 +1,345 @@
+"""Exporting sparse models: stripped Keras models, SavedModels, TFLite files, their size and speed.
+
+The FedSparsify paper (appendix C, tables 1-2) measures a sparse model by the size of its exported
+file after gzip ("Model Size (MBs)": 0.434 MB for the dense FashionMNIST model, 0.056 MB at 90%
+sparsity) and by its inference latency and throughput. This module:
+
+- removes TFMOT's pruning wrappers while keeping every pruned weight exactly zero
+  (`strip_to_sparse_keras`; TFMOT's `strip_pruning` alone does not apply the masks);
+- writes a SavedModel (`save_saved_model`) and a .tflite file (`to_tflite`), float32 or with
+  dynamic-range int8 weights, with TFLite's `EXPERIMENTAL_SPARSITY` optimization by default;
+- measures the file (`model_size`: raw and gzip bytes), checks that the .tflite computes what the Keras
+  model computes (`check_parity`) and times it (`benchmark_tflite`), in TensorFlow's TFLite
+  interpreter ("tf") or in the standalone LiteRT runtime ("litert", package `ai-edge-litert`);
+- does all of it for a finished run directory (`export_run`).
+
+What `EXPERIMENTAL_SPARSITY` does (TF 2.14, x86): unstructured sparse float32 kernels are stored in a
+compressed sparse format and a DENSIFY op restores them when the interpreter is prepared, so the raw
+file shrinks but inference is as fast as the dense model's. Dynamic-range int8 with sparsity cannot
+be prepared by LiteRT 1.4's default XNNPACK delegate; the interpreter then falls back to the builtin
+kernels and the results say so (`default_delegates=False`).
+
+Every file is written atomically: to a temporary path beside it, then renamed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+
+from tff_sparsify import models, pruning
+
+QUANTIZE_MODES = ("none", "dynamic_int8")
+RUNTIMES = ("tf", "litert")
+GZIP_LEVEL = 9
+
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+REPORT_FILE = "export.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """Bytes of a model file, raw and gzip-compressed (level 9: the paper's model size)."""
+
+    raw_bytes: int
+    gzip_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Parity:
+    """How closely a .tflite file reproduces its Keras model on `examples` inputs."""
+
+    runtime: str
+    examples: int
+    agreement: float  # Fraction of inputs with the same argmax.
+    max_abs_diff: float  # Largest absolute difference of any output logit.
+    default_delegates: bool  # False: XNNPACK could not take the model, builtin kernels ran it.
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """Latency of one `invoke()` on a batch, and the throughput it implies."""
+
+    runtime: str
+    batch_size: int
+    input_shape: tuple[int, ...]  # As the interpreter reports it after resizing.
+    threads: int
+    repeats: int
+    median_ms: float
+    p90_ms: float
+    items_per_second: float  # batch_size / median latency.
+    default_delegates: bool
+
+
+def strip_to_sparse_keras(model: tf.keras.Model) -> tf.keras.Model:
+    """The model without TFMOT wrappers, its pruned kernels exactly zero.
+
+    For a wrapped model (`models.wrap_for_pruning`) the masks are first applied to the kernels in
+    place, as the wrapper's own forward pass does; the result shares the kernels with `model`.
+    An unwrapped model is returned unchanged.
+    """
+    if not models.pruning_wrappers(model):
+        return model
+    kernels, masks = models.prunable_weights(model), models.mask_variables(model)
+    for kernel, masked in zip(kernels, pruning.apply_masks(kernels, masks)):
+        kernel.assign(masked)
+    return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def save_saved_model(model: tf.keras.Model, directory: str) -> str:
+    """Writes `model` (wrappers stripped, pruned weights zero) as a SavedModel; returns `directory`."""
+    stripped = strip_to_sparse_keras(model)
+    _atomic_directory(directory, lambda tmp: stripped.save(tmp, save_format="tf"))
+    return directory
+
+
+def to_tflite(
+    model: tf.keras.Model, path: str, *, quantize: str = "none", sparsity: bool = True
+) -> str:
+    """Converts `model` (wrapped or not) to a .tflite file at `path`; returns `path`.
+
+    Args:
+      quantize: "none" (float32) or "dynamic_int8" (int8 weights, float activations quantized on
+        the fly: `tf.lite.Optimize.DEFAULT` without a representative dataset).
+      sparsity: add `tf.lite.Optimize.EXPERIMENTAL_SPARSITY` (sparse kernels stored compressed).
+
+    The input keeps a dynamic batch dimension: interpreters are resized to any batch size.
+    """
+    _check_choice("quantize", quantize, QUANTIZE_MODES)
+    converter = tf.lite.TFLiteConverter.from_keras_model(strip_to_sparse_keras(model))
+    optimizations = [tf.lite.Optimize.DEFAULT] if quantize == "dynamic_int8" else []
+    if sparsity:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    content = converter.convert()
+    _atomic_file(path, lambda tmp: _write_bytes(tmp, content))
+    return path
+
+
+def model_size(path: str) -> ModelSize:
+    """Raw and gzip (level 9) byte counts of the file at `path`."""
+    with open(path, "rb") as f:
+        content = f.read()
+    return ModelSize(len(content), len(gzip.compress(content, compresslevel=GZIP_LEVEL, mtime=0)))
+
+
+def check_parity(
+    keras_model: tf.keras.Model,
+    tflite_path: str,
+    x: np.ndarray,
+    runtime: str = "tf",
+    *,
+    batch_size: int = 128,
+) -> Parity:
+    """Runs the .tflite file and `keras_model` on the inputs `x` (in batches); compares the outputs."""
+    _check_choice("runtime", runtime, RUNTIMES)
+    x = np.asarray(x, np.float32)
+    if len(x) == 0 or batch_size < 1:
+        raise ValueError(f"x must hold at least one input and batch_size be >= 1, got {len(x)} and {batch_size}")
+    expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
+    interpreter, default_delegates = _interpreter(tflite_path, runtime, min(batch_size, len(x)))
+    actual = np.concatenate(
+        [_invoke(interpreter, x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
+    )
+    return Parity(
+        runtime=runtime,
+        examples=len(x),
+        agreement=float(np.mean(actual.argmax(-1) == expected.argmax(-1))),
+        max_abs_diff=float(np.max(np.abs(actual - expected))),
+        default_delegates=default_delegates,
+    )
+
+
+def benchmark_tflite(
+    path: str,
+    batch_size: int,
+    *,
+    threads: int | None = None,
+    warmup: int = 5,
+    repeats: int = 50,
+    runtime: str = "tf",
+    seed: int = 0,
+) -> Benchmark:
+    """Times `repeats` invocations of the .tflite file on one batch of random inputs, after `warmup`.
+
+    `threads` defaults to the number of CPUs this process may use. Only `invoke()` is timed.
+    """
+    _check_choice("runtime", runtime, RUNTIMES)
+    for name, value, low in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if threads is None:
+        threads = len(os.sched_getaffinity(0))
+    elif threads < 1:
+        raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
+
+    interpreter, default_delegates = _interpreter(path, runtime, batch_size, threads)
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.random.default_rng(seed).random(detail["shape"], dtype=np.float32))
+    for _ in range(warmup):
+        interpreter.invoke()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        interpreter.invoke()
+        seconds.append(time.perf_counter() - started)
+    median = float(np.median(seconds))
+    return Benchmark(
+        runtime=runtime,
+        batch_size=batch_size,
+        input_shape=tuple(int(d) for d in detail["shape"]),
+        threads=threads,
+        repeats=repeats,
+        median_ms=median * 1e3,
+        p90_ms=float(np.percentile(seconds, 90)) * 1e3,
+        items_per_second=batch_size / median,
+        default_delegates=default_delegates,
+    )
+
+
+def export_run(
+    run_dir: str,
+    out_dir: str,
+    *,
+    quantize: str = "none",
+    sparsity: bool = True,
+    test_x: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Exports a run's `final_model.keras` to `out_dir`: SavedModel, .tflite and `export.json`.
+
+    The report (returned and written) holds the file sizes, the sparsity of the kernels and of all
+    parameters, the run's config, and, given `test_x`, the parity of the .tflite in both runtimes.
+    """
+    _check_choice("quantize", quantize, QUANTIZE_MODES)
+    model = tf.keras.models.load_model(os.path.join(run_dir, "final_model.keras"), compile=False)
+    os.makedirs(out_dir, exist_ok=True)
+    saved_model = save_saved_model(model, os.path.join(out_dir, SAVED_MODEL_DIR))
+    tflite = to_tflite(model, os.path.join(out_dir, TFLITE_FILE), quantize=quantize, sparsity=sparsity)
+    report = {
+        "run_dir": os.path.abspath(run_dir),
+        "config": _read_json(os.path.join(run_dir, "config.json")),
+        "quantize": quantize,
+        "sparsity_optimization": sparsity,
+        "saved_model": os.path.abspath(saved_model),
+        "tflite": os.path.abspath(tflite),
+        "tflite_size": dataclasses.asdict(model_size(tflite)),
+        **weight_sparsity(model),
+    }
+    if test_x is not None:
+        report["parity"] = {
+            runtime: dataclasses.asdict(check_parity(model, tflite, test_x, runtime)) for runtime in RUNTIMES
+        }
+    _atomic_file(os.path.join(out_dir, REPORT_FILE), lambda tmp: _write_bytes(tmp, json.dumps(report, indent=2).encode()))
+    return report
+
+
+def weight_sparsity(model: tf.keras.Model) -> dict[str, float | int]:
+    """Zeros among the kernels of Dense and Conv layers (the prunable weights) and all parameters."""
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    return {
+        "kernel_sparsity": float(pruning.sparsity(kernels)),
+        "param_sparsity": float(pruning.sparsity(model.weights)),
+        "nonzero_params": int(pruning.count_nonzero(model.weights)),
+        "params": int(model.count_params()),
+    }
+
+
+def _runtime(runtime: str):
+    """The interpreter class and op resolver types of TensorFlow's `tf.lite` or of LiteRT."""
+    if runtime == "tf":
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    from ai_edge_litert import interpreter  # Imported here: only this runtime needs it.
+
+    return interpreter.Interpreter, interpreter.OpResolverType
+
+
+def _interpreter(path: str, runtime: str, batch_size: int, threads: int | None = None):
+    """An interpreter for `path` with its input resized to `batch_size` and tensors allocated.
+
+    Returns it with `True` if the default delegates (XNNPACK) took the model, or with `False` if they
+    failed to prepare it and the builtin kernels run it instead.
+    """
+    interpreter_class, op_resolver_type = _runtime(runtime)
+    try:
+        return _allocated(interpreter_class(model_path=path, num_threads=threads), batch_size), True
+    except RuntimeError:
+        builtin = op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        interpreter = interpreter_class(model_path=path, num_threads=threads, experimental_op_resolver_type=builtin)
+        return _allocated(interpreter, batch_size), False
+
+
+def _allocated(interpreter, batch_size: int):
+    """`interpreter` with its input resized to `batch_size` items and its tensors allocated."""
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], [batch_size, *detail["shape"][1:]])
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
+    """The model's output on `batch`, resizing the interpreter's input when the batch size changes."""
+    if interpreter.get_input_details()[0]["shape"][0] != len(batch):
+        _allocated(interpreter, len(batch))
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _read_json(path: str) -> Any:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_bytes(path: str, content: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def _atomic_file(path: str, write: Callable[[str], None]) -> None:
+    """Writes through `write(tmp_path)` then renames, so `path` is never left half-written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_directory(directory: str, write: Callable[[str], None]) -> None:
+    """Writes through `write(tmp_dir)` then renames it to `directory`, replacing any previous one."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
+    try:
+        write(tmp)
+        if os.path.exists(directory):
+            old = tempfile.mkdtemp(dir=parent, prefix=".old-")
+            os.replace(directory, old)  # rename(2) replaces the empty directory `old`.
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
