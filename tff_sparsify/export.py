@@ -103,9 +103,7 @@ def save_saved_model(model: tf.keras.Model, directory: str) -> str:
     return directory
 
 
-def to_tflite(
-    model: tf.keras.Model, path: str, *, quantize: str = "none", sparsity: bool = True
-) -> str:
+def to_tflite(model: tf.keras.Model, path: str, *, quantize: str = "none", sparsity: bool = True) -> str:
     """Converts `model` (wrapped or not) to a .tflite file at `path`; returns `path`.
 
     Args:
@@ -144,8 +142,10 @@ def check_parity(
     """Runs the .tflite file and `keras_model` on the inputs `x` (in batches); compares the outputs."""
     _check_choice("runtime", runtime, RUNTIMES)
     x = np.asarray(x, np.float32)
-    if len(x) == 0 or batch_size < 1:
-        raise ValueError(f"x must hold at least one input and batch_size be >= 1, got {len(x)} and {batch_size}")
+    if len(x) == 0:
+        raise ValueError("x must hold at least one input, got none")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
     interpreter, default_delegates = _interpreter(tflite_path, runtime, min(batch_size, len(x)))
     actual = np.concatenate(
@@ -239,7 +239,8 @@ def export_run(
         report["parity"] = {
             runtime: dataclasses.asdict(check_parity(model, tflite, test_x, runtime)) for runtime in RUNTIMES
         }
-    _atomic_file(os.path.join(out_dir, REPORT_FILE), lambda tmp: _write_bytes(tmp, json.dumps(report, indent=2).encode()))
+    content = json.dumps(report, indent=2).encode()
+    _atomic_file(os.path.join(out_dir, REPORT_FILE), lambda tmp: _write_bytes(tmp, content))
     return report
 
 
