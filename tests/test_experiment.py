@@ -90,3 +90,26 @@ def test_config_file_and_flags_combine(tmp_path):
     path.write_text(json.dumps({"rounds": 5, "sparsity": 0.9}))
     with pytest.raises(ValueError, match="unknown fields"):
         cli._config(cli._parser().parse_args(["run", "--config", str(path)]))
+
+
+def test_communication_cost_follows_the_papers_accounting(resumed_run):
+    output_dir, _, summary, _ = resumed_run
+    with open(f"{output_dir}/history.json") as f:
+        history = json.load(f)
+    for previous, row in zip(history, history[1:]):
+        cost = row["communication"]
+        # Download: each of the 3 clients receives the model as the previous round left it.
+        assert cost["download_params"] == 3 * previous["nonzero_params"]
+        # Global: clients train within the broadcast mask, so uploads are no denser than it.
+        assert 0 < cost["upload_params"] <= cost["download_params"]
+        assert cost["mask_bits"] == 0
+        assert row["mbit"] == pytest.approx((cost["download_params"] + cost["upload_params"]) * 32 / 1e6)
+        assert cost["upload_bytes"] <= 3 * 4 * 26_122  # Never more than dense float32.
+    # After round 2 the model is about 56% sparse: its sparse encoding beats dense float32.
+    assert history[2]["communication"]["download_bytes"] < 0.8 * 3 * 4 * 26_122
+    total = sum(r["communication"]["download_params"] + r["communication"]["upload_params"] for r in history)
+    assert summary["communication"]["params"] == total
+    assert history[-1]["cumulative_mbit"] == pytest.approx(summary["communication"]["mbit"])
+    dense = 2 * 3 * 3 * 26_122  # clients x 2 directions x rounds x parameters of the 64-128-128-10 model
+    assert summary["communication"]["dense_fedavg_params"] == dense
+    assert summary["communication"]["times_less_than_dense_fedavg"] == pytest.approx(dense / total)

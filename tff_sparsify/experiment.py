@@ -22,7 +22,7 @@ import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 from tqdm.auto import tqdm
 
-from tff_sparsify import data, learning, models, schedules
+from tff_sparsify import data, learning, metrics, models, schedules
 
 ALGORITHMS = ("fedsparsify_global", "fedsparsify_local", "fedavg")
 LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
@@ -152,6 +152,8 @@ def run(
     if history:
         state = _load_state(os.path.join(output_dir, "checkpoint.npz"), state)
     evaluator = _Evaluator(task, federated.test_dataset())
+    num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(evaluator.model))
+    ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])
 
     first = len(history) + 1
     last = config.rounds if stop_after is None else min(config.rounds, first - 1 + stop_after)
@@ -164,6 +166,8 @@ def run(
         output = process.next(state, datasets)
         state = output.state
         row = _history_row(round_num, output.metrics, evaluator(process.get_model_weights(state)))
+        cost = ledger.add(_round_cost(config, output.metrics["client_work"]["communication"], num_prunable))
+        row.update(mbit=cost.mbit, cumulative_mbit=ledger.mbit, communication=cost.to_dict())
         row["seconds"] = round(time.perf_counter() - started, 3)
         history.append(row)
         _save_state(os.path.join(output_dir, "checkpoint.npz"), state)
@@ -173,7 +177,7 @@ def run(
         if on_round:
             on_round(row)
 
-    summary = _summary(config, history)
+    summary = _summary(config, history, ledger, evaluator.num_params)
     _write_json(os.path.join(output_dir, "summary.json"), summary)
     if summary["completed"]:
         _save_final_model(task, process.get_model_weights(state), os.path.join(output_dir, "final_model.keras"))
@@ -183,11 +187,24 @@ def run(
     return summary
 
 
+def _round_cost(config: ExperimentConfig, communication, num_prunable: int) -> metrics.RoundCost:
+    """The round's paper-style cost (appendix C); FedSparsify-Local clients also upload a mask."""
+    clients = int(communication["clients"])
+    return metrics.RoundCost(
+        download_params=int(communication["download_nonzero"]),
+        upload_params=int(communication["upload_nonzero"]),
+        mask_bits=clients * num_prunable if config.algorithm == "fedsparsify_local" else 0,
+        download_bytes=int(communication["download_bytes"]),
+        upload_bytes=int(communication["upload_bytes"]),
+    )
+
+
 class _Evaluator:
     """Test loss and accuracy of global model weights, in a wrapped Keras model."""
 
     def __init__(self, task: learning.ModelTask, test_dataset: tf.data.Dataset):
         self.model = task.wrapped_keras_model()
+        self.num_params = sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
         self.model.compile(loss=task.loss_fn(), metrics=task.metrics_fn())
         self.test_dataset = test_dataset.map(lambda batch: (batch["x"], batch["y"]))
 
@@ -213,8 +230,9 @@ def _history_row(round_num: int, metrics, evaluation: dict) -> dict:
     return row
 
 
-def _summary(config: ExperimentConfig, history: list[dict]) -> dict:
+def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: int) -> dict:
     last = history[-LAST_ROUNDS_FOR_MEAN:]
+    dense = metrics.dense_fedavg_cost(num_params, config.clients_per_round, len(history)) if history else 0
     return {
         "config": config.to_dict(),
         "rounds_completed": len(history),
@@ -224,6 +242,13 @@ def _summary(config: ExperimentConfig, history: list[dict]) -> dict:
         "final_sparsity": history[-1]["sparsity"] if history else None,
         "final_sparsity_all": history[-1]["sparsity_all"] if history else None,
         "final_nonzero_params": history[-1]["nonzero_params"] if history else None,
+        "communication": {
+            "params": ledger.params,
+            "mbit": ledger.mbit,
+            "bytes": ledger.bytes,
+            "dense_fedavg_params": dense,
+            "times_less_than_dense_fedavg": ledger.ratio_to(dense) if history else None,
+        },
         "seconds": round(sum(r["seconds"] for r in history), 1),
     }
 
@@ -272,13 +297,22 @@ def _read_history(output_dir: str) -> list[dict]:
 def _write_history(output_dir: str, history: list[dict]) -> None:
     _write_json(os.path.join(output_dir, "history.json"), history)
 
+    rows = [_flat_row(row) for row in history]
+
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows(history)
+            writer.writerows(rows)
 
     _atomic(os.path.join(output_dir, "history.csv"), write_csv)
+
+
+def _flat_row(row: dict) -> dict:
+    """A history row with its nested `communication` fields as top-level columns."""
+    flat = {k: v for k, v in row.items() if k != "communication"}
+    flat.update(row.get("communication", {}))
+    return flat
 
 
 def _write_json(path: str, value) -> None:

@@ -8,6 +8,11 @@ FedSparsify-Global: the update is the model delta. FedSparsify-Local: each clien
 model to the round's target s(t) (paper eq. 1) by global magnitude and sends
 `OrderedDict(weights=delta, masks=masks)`, one mask per trainable tensor (all ones for biases), for
 the server's majority vote (paper eq. 2).
+
+Measurements, summed over the round's clients, feed the communication-cost accounting (paper
+appendix C, `tff_sparsify.metrics`): nonzeros received (`download_nonzero`) and sent
+(`upload_nonzero`: the update's, or for Local the pruned weights' nonzeros, whose positions the mask
+gives), and the bytes of their sparse encodings (`download_bytes`, `upload_bytes`).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import pruning, schedules
+from tff_sparsify import metrics, pruning, schedules
 from tff_sparsify.learning.task import ModelTask
 
 
@@ -77,6 +82,7 @@ def build_masked_client_work(
             final = list(model_weights.trainable)
             if table is None:
                 update = [a - b for a, b in zip(initial_weights.trainable, final)]
+                sent = update
             else:
                 kernel_masks = pruning.magnitude_masks(
                     layout.kernels(final),
@@ -90,10 +96,18 @@ def build_masked_client_work(
                     weights=[a - b for a, b in zip(initial_weights.trainable, pruned)],
                     masks=layout.full_masks(final, kernel_masks),
                 )
+                sent = pruned
             result = tff.learning.templates.ClientResult(
                 update=update, update_weight=tf.cast(num_examples, tf.float32)
             )
-            return result, model.report_local_unfinalized_metrics()
+            communication = collections.OrderedDict(
+                clients=tf.constant(1, tf.int64),
+                download_nonzero=pruning.count_nonzero(initial_weights.trainable),
+                upload_nonzero=pruning.count_nonzero(sent),
+                download_bytes=metrics.encoded_bytes(list(initial_weights.trainable)),
+                upload_bytes=metrics.encoded_bytes(sent),
+            )
+            return result, model.report_local_unfinalized_metrics(), communication
 
         return train()
 
@@ -108,8 +122,15 @@ def build_masked_client_work(
     )
     def next_fn(round_num, weights, client_data):
         round_at_clients = tff.federated_broadcast(round_num)
-        results, model_outputs = tff.federated_map(client_update, (round_at_clients, weights, client_data))
-        measurements = tff.federated_zip(collections.OrderedDict(train=metrics_aggregation_fn(model_outputs)))
+        results, model_outputs, communication = tff.federated_map(
+            client_update, (round_at_clients, weights, client_data)
+        )
+        measurements = tff.federated_zip(
+            collections.OrderedDict(
+                train=metrics_aggregation_fn(model_outputs),
+                communication=tff.federated_sum(communication),
+            )
+        )
         next_round = tff.federated_map(tff.tensorflow.computation(lambda r: r + 1, tf.int32), round_num)
         return tff.templates.MeasuredProcessOutput(next_round, results, measurements)
 
