@@ -1,7 +1,11 @@
-"""`tff-sparsify run`: an experiment from flags and/or a JSON config file.
+"""The `tff-sparsify` command line.
 
-Every `ExperimentConfig` field is a flag (`final_sparsity` -> `--final-sparsity`); flags override the
-config file. With no arguments: a small FedSparsify-Global run on the embedded digits dataset.
+- `run`: an experiment from flags and/or a JSON config file. Every `ExperimentConfig` field is a flag
+  (`final_sparsity` -> `--final-sparsity`); flags override the config file. With no arguments: a
+  small FedSparsify-Global run on the embedded digits dataset.
+- `export RUN_DIR`: the run's final model as a sparse SavedModel and .tflite, checked against Keras.
+- `bench MODEL.tflite ...`: TFLite latency and throughput, with factors relative to the first file.
+- `table RUN_DIR ...`: the paper's results table and comparison plots across runs (first = reference).
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import os
 import sys
 import typing
 
-from tff_sparsify import experiment
+from tff_sparsify import experiment, export, report
 
 
 def _flag(name: str) -> str:
@@ -27,11 +31,60 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="where results go (default: runs/<algorithm>_<dataset>_...)")
     run.add_argument("--stop-after", type=int, help="stop after this many rounds (rerun to resume)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_export_commands(commands)
     hints = typing.get_type_hints(experiment.ExperimentConfig)
     for field in dataclasses.fields(experiment.ExperimentConfig):
         kind = next(t for t in (int, float, str) if t is hints[field.name] or t in typing.get_args(hints[field.name]))
         run.add_argument(_flag(field.name), type=kind, default=None, help=f"default: {field.default}")
     return parser
+
+
+def _add_export_commands(commands) -> None:
+    export_cmd = commands.add_parser("export", help="export a finished run for devices")
+    export_cmd.add_argument("run_dir")
+    export_cmd.add_argument("--output-dir", help="default: RUN_DIR/export (RUN_DIR/export_dynamic_int8)")
+    export_cmd.add_argument("--quantize", choices=export.QUANTIZE_MODES, default="none")
+    export_cmd.add_argument("--no-sparsity", action="store_true", help="without TFLite's sparsity optimization")
+    bench = commands.add_parser("bench", help="TFLite latency and throughput")
+    bench.add_argument("tflite", nargs="+", help="the first file is the reference for the factors")
+    table = commands.add_parser("table", help="the paper's results table across finished runs")
+    table.add_argument("run_dirs", nargs="+", help="the first run is the reference (e.g. FedAvg)")
+    table.add_argument("--output-dir", default="results")
+    for command in (bench, table):
+        command.add_argument("--batch-size", type=int, help="default: the paper's (32 FMNIST, 128 CIFAR)")
+        command.add_argument("--threads", type=int, default=1)
+        command.add_argument("--repeats", type=int, default=200)
+        command.add_argument("--runtime", choices=export.RUNTIMES, default="tf")
+
+
+def _export(args) -> None:
+    with open(os.path.join(args.run_dir, "config.json")) as f:
+        config = json.load(f)
+    suffix = "" if args.quantize == "none" else f"_{args.quantize}"
+    output_dir = args.output_dir or os.path.join(args.run_dir, "export" + suffix)
+    result = export.export_run(args.run_dir, output_dir, quantize=args.quantize,
+                               sparsity=not args.no_sparsity, test_x=report.scaled_test_images(config))
+    print(json.dumps({k: result[k] for k in ("tflite", "tflite_size", "parity") if k in result}, indent=2))
+    print(f"exported to {output_dir}")
+
+
+def _bench(args) -> None:
+    batch_size = args.batch_size or 32
+    reference = None
+    for path in args.tflite:
+        result = export.benchmark_tflite(path, batch_size, threads=args.threads, repeats=args.repeats,
+                                         runtime=args.runtime)
+        reference = reference or result
+        print(f"{path}: {result.median_ms:.3f} ms/batch of {batch_size} (p90 {result.p90_ms:.3f}), "
+              f"{result.items_per_second:,.0f} items/s, x{reference.median_ms / result.median_ms:.2f} "
+              f"vs {args.tflite[0]} ({result.threads} thread(s), {result.runtime})")
+
+
+def _table(args) -> None:
+    rows = report.write_table(args.run_dirs, args.output_dir, threads=args.threads, repeats=args.repeats,
+                              runtime=args.runtime, batch_size=args.batch_size)
+    print(report.markdown(rows))
+    print(f"table and plots in {args.output_dir}")
 
 
 def _config(args: argparse.Namespace) -> experiment.ExperimentConfig:
@@ -66,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args = parser.parse_args(argv or ["run"])
+    if args.command != "run":
+        try:
+            {"export": _export, "bench": _bench, "table": _table}[args.command](args)
+        except (ValueError, OSError) as error:
+            parser.error(str(error))
+        return 0
     try:
         config = _config(args)
         if args.stop_after is not None and args.stop_after < 1:

@@ -8,11 +8,9 @@ completed round.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from typing import Callable
 
@@ -22,7 +20,7 @@ import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 from tqdm.auto import tqdm
 
-from tff_sparsify import data, learning, metrics, models, schedules
+from tff_sparsify import data, files, learning, metrics, models, schedules
 
 ALGORITHMS = ("fedsparsify_global", "fedsparsify_local", "fedavg")
 LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
@@ -139,7 +137,7 @@ def run(
         batch_size=config.batch_size,
         seed=config.seed,
     )
-    _write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
+    files.write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
     model_name = config.model or models.DEFAULT_MODEL[config.dataset]
     dataset = federated.dataset
     task = learning.ModelTask(
@@ -178,7 +176,7 @@ def run(
             on_round(row)
 
     summary = _summary(config, history, ledger, evaluator.num_params)
-    _write_json(os.path.join(output_dir, "summary.json"), summary)
+    files.write_json(os.path.join(output_dir, "summary.json"), summary)
     if summary["completed"]:
         _save_final_model(task, process.get_model_weights(state), os.path.join(output_dir, "final_model.keras"))
     from tff_sparsify import plots  # Imported here: matplotlib is only needed for this figure.
@@ -257,7 +255,7 @@ def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
     wrapped = task.wrapped_keras_model()
     weights.assign_weights_to(wrapped)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)  # Kernels already hold the exact zeros.
-    _atomic(path, lambda tmp: stripped.save(tmp), suffix=".keras")
+    files.atomic_write(path, lambda tmp: stripped.save(tmp), suffix=".keras")
 
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
@@ -272,12 +270,12 @@ def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
                 "use another output directory"
             )
     else:
-        _write_json(path, config.to_dict())
+        files.write_json(path, config.to_dict())
 
 
 def _save_state(path: str, state) -> None:
     arrays = {f"a{i}": np.asarray(v) for i, v in enumerate(tf.nest.flatten(state))}
-    _atomic(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+    files.atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
 def _load_state(path: str, like):
@@ -295,17 +293,8 @@ def _read_history(output_dir: str) -> list[dict]:
 
 
 def _write_history(output_dir: str, history: list[dict]) -> None:
-    _write_json(os.path.join(output_dir, "history.json"), history)
-
-    rows = [_flat_row(row) for row in history]
-
-    def write_csv(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    _atomic(os.path.join(output_dir, "history.csv"), write_csv)
+    files.write_json(os.path.join(output_dir, "history.json"), history)
+    files.write_csv(os.path.join(output_dir, "history.csv"), [_flat_row(row) for row in history])
 
 
 def _flat_row(row: dict) -> dict:
@@ -313,24 +302,3 @@ def _flat_row(row: dict) -> dict:
     flat = {k: v for k, v in row.items() if k != "communication"}
     flat.update(row.get("communication", {}))
     return flat
-
-
-def _write_json(path: str, value) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(value, f, indent=2)
-
-    _atomic(path, write)
-
-
-def _atomic(path: str, write: Callable[[str], None], suffix: str = "") -> None:
-    """Writes through `write(tmp_path)` then renames, so `path` is never left half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

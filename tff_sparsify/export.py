@@ -28,16 +28,14 @@ import dataclasses
 import gzip
 import json
 import os
-import shutil
-import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from tff_sparsify import models, pruning
+from tff_sparsify import files, models, pruning
 
 QUANTIZE_MODES = ("none", "dynamic_int8")
 RUNTIMES = ("tf", "litert")
@@ -100,7 +98,7 @@ def strip_to_sparse_keras(model: tf.keras.Model) -> tf.keras.Model:
 def save_saved_model(model: tf.keras.Model, directory: str) -> str:
     """Writes `model` (wrappers stripped, pruned weights zero) as a SavedModel; returns `directory`."""
     stripped = strip_to_sparse_keras(model)
-    _atomic_directory(directory, lambda tmp: stripped.save(tmp, save_format="tf"))
+    files.atomic_directory(directory, lambda tmp: stripped.save(tmp, save_format="tf"))
     return directory
 
 
@@ -120,7 +118,7 @@ def to_tflite(model: tf.keras.Model, path: str, *, quantize: str = "none", spars
     if sparsity:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
-    _atomic_write(path, converter.convert())
+    files.write_bytes(path, converter.convert())
     return path
 
 
@@ -239,7 +237,7 @@ def export_run(
         report["parity"] = {
             runtime: dataclasses.asdict(check_parity(model, tflite, test_x, runtime)) for runtime in RUNTIMES
         }
-    _atomic_write(os.path.join(out_dir, REPORT_FILE), json.dumps(report, indent=2).encode())
+    files.write_json(os.path.join(out_dir, REPORT_FILE), report)
     return report
 
 
@@ -305,36 +303,3 @@ def _read_json(path: str) -> Any:
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def _atomic_write(path: str, content: bytes) -> None:
-    """Writes `content` to a temporary file beside `path`, then renames it to `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _atomic_directory(directory: str, write: Callable[[str], None]) -> None:
-    """Writes through `write(tmp_dir)` then renames it to `directory`, replacing any previous one."""
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
-    try:
-        write(tmp)
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(dir=parent, prefix=".old-")
-            os.replace(directory, old)  # rename(2) replaces the empty directory `old`.
-            os.replace(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)

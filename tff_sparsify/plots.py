@@ -1,4 +1,4 @@
-"""Figures of a run: test accuracy and sparsity per round."""
+"""Figures of one run (accuracy, sparsity and communication per round) and of several runs."""
 from __future__ import annotations
 
 import matplotlib
@@ -6,23 +6,52 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tff_sparsify import files  # noqa: E402
+
 
 def plot_history(history: list[dict], path: str, title: str = "") -> None:
-    """Writes a PNG with test accuracy (left axis) and sparsity of the prunable weights (right axis)."""
+    """Three panels: test accuracy and sparsity per round, and test accuracy vs cumulative Mbit."""
     if not history:
         return
     rounds = [row["round"] for row in history]
-    fig, accuracy_axis = plt.subplots(figsize=(7, 4))
-    accuracy_axis.plot(rounds, [row["test_accuracy"] for row in history], color="tab:blue", label="test accuracy")
-    accuracy_axis.set_xlabel("round")
-    accuracy_axis.set_ylabel("test accuracy", color="tab:blue")
-    accuracy_axis.set_ylim(0, 1)
-    sparsity_axis = accuracy_axis.twinx()
-    sparsity_axis.plot(rounds, [row["sparsity"] for row in history], color="tab:red", label="sparsity")
-    sparsity_axis.set_ylabel("sparsity (prunable weights)", color="tab:red")
-    sparsity_axis.set_ylim(0, 1)
-    accuracy_axis.set_title(title)
-    accuracy_axis.grid(alpha=0.3)
+    accuracy = [row["test_accuracy"] for row in history]
+    fig, (acc_ax, sparsity_ax, comm_ax) = plt.subplots(1, 3, figsize=(14, 4))
+    acc_ax.plot(rounds, accuracy)
+    acc_ax.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title="accuracy")
+    sparsity_ax.plot(rounds, [row["sparsity"] for row in history], color="tab:red", label="realized")
+    targets = [(row["round"], row["target_sparsity"]) for row in history if row["target_sparsity"] is not None]
+    if targets:
+        sparsity_ax.plot(*zip(*targets), "k:", label="target s(t)")
+    sparsity_ax.set(xlabel="round", ylabel="sparsity of prunable weights", ylim=(0, 1), title="sparsity")
+    sparsity_ax.legend()
+    comm_ax.plot([row["cumulative_mbit"] for row in history], accuracy, color="tab:green")
+    comm_ax.set(xlabel="cumulative communication (Mbit)", ylabel="test accuracy", ylim=(0, 1),
+                title="accuracy vs communication")
+    for ax in (acc_ax, sparsity_ax, comm_ax):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: str) -> None:
+    """Two panels across runs: accuracy vs sparsity, and accuracy vs cumulative Mbit per run."""
+    fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for algorithm in sorted({r["algorithm"] for r in rows}):
+        points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["algorithm"] == algorithm)
+        sparsity_ax.plot(*zip(*points), "o-", label=algorithm)
+    sparsity_ax.set(xlabel="sparsity", ylabel="test accuracy (mean of last 10 rounds)",
+                    title="accuracy vs sparsity")
+    for name, history in histories.items():
+        comm_ax.plot([r["cumulative_mbit"] for r in history], [r["test_accuracy"] for r in history], label=name)
+    comm_ax.set(xlabel="cumulative communication (Mbit)", ylabel="test accuracy", ylim=(0, 1),
+                title="accuracy vs communication")
+    for ax in (sparsity_ax, comm_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), suffix=".png")
     plt.close(fig)
