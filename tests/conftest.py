@@ -27,3 +27,20 @@ def fashion_mnist_npz() -> pathlib.Path:
     if not SHARED_FASHION_MNIST.is_file():
         pytest.skip(f"real Fashion-MNIST not found at {SHARED_FASHION_MNIST} (see shared/data/README.md)")
     return SHARED_FASHION_MNIST
+
+
+# A 3-round FedSparsify-Global run on digits (3 clients, 1 local epoch): seconds, not minutes.
+TINY_CONFIG = dict(num_clients=3, rounds=3, local_epochs=1, batch_size=64, final_sparsity=0.8, client_learning_rate=0.1)
+
+
+@pytest.fixture(scope="session")
+def resumed_run(tmp_path_factory):
+    """A tiny run interrupted after 2 of its 3 rounds, then resumed: (dir, first, second, rows_seen)."""
+    from tff_sparsify import experiment
+
+    config = experiment.ExperimentConfig(**TINY_CONFIG)
+    output_dir = str(tmp_path_factory.mktemp("run"))
+    first = experiment.run(config, output_dir, stop_after=2, progress=False)
+    rows_seen = []
+    second = experiment.run(config, output_dir, progress=False, on_round=rows_seen.append)
+    return output_dir, first, second, rows_seen

@@ -9,19 +9,9 @@ import tensorflow as tf
 
 from tff_sparsify import cli, experiment
 
-TINY = experiment.ExperimentConfig(
-    num_clients=3, rounds=3, local_epochs=1, batch_size=64, final_sparsity=0.8, client_learning_rate=0.1
-)
+from conftest import TINY_CONFIG
 
-
-@pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory):
-    """A 3-round run interrupted after 2 rounds, then resumed."""
-    output_dir = str(tmp_path_factory.mktemp("run"))
-    first = experiment.run(TINY, output_dir, stop_after=2, progress=False)
-    rows_seen = []
-    second = experiment.run(TINY, output_dir, progress=False, on_round=rows_seen.append)
-    return output_dir, first, second, rows_seen
+TINY = experiment.ExperimentConfig(**TINY_CONFIG)
 
 
 def test_interrupted_run_resumes_from_its_last_round(resumed_run):

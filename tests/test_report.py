@@ -1,0 +1,60 @@
+"""Export and results-table commands on a finished tiny run."""
+import json
+import os
+
+import pytest
+
+from tff_sparsify import cli, report
+
+
+@pytest.fixture(scope="module")
+def table(resumed_run, tmp_path_factory):
+    run_dir, *_ = resumed_run
+    output_dir = str(tmp_path_factory.mktemp("table"))
+    return run_dir, output_dir, report.write_table([run_dir, run_dir], output_dir, repeats=5)
+
+
+def test_table_rows_hold_the_runs_figures(resumed_run, table):
+    run_dir, _, rows = table
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    row = rows[0]
+    assert row["accuracy"] == summary["mean_test_accuracy_last_10"]
+    assert row["params"] == summary["final_nonzero_params"]
+    assert row["comm_params"] == summary["communication"]["params"]
+    assert row["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    assert 0 < row["gzip_mb"] < row["tflite_mb"] * 1.1 and row["latency_ms"] > 0
+    assert row["batch_size"] == 32 and row["threads"] == 1
+    # The same run twice: every size and cost factor relative to the first row is 1.
+    for column in ("params_x", "comm_params_x", "gzip_mb_x"):
+        assert rows[1][column] == pytest.approx(1.0)
+
+
+def test_table_files_and_plots_are_written(table):
+    run_dir, output_dir, _ = table
+    assert {"table.md", "table.csv", "table.json", "comparison.png"} <= set(os.listdir(output_dir))
+    with open(os.path.join(output_dir, "table.md")) as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("| run | sparsity") and sum(line.startswith("| ") for line in lines) == 4
+    with open(os.path.join(run_dir, "export", "export.json")) as f:
+        exported = json.load(f)
+    assert exported["parity"]["tf"]["agreement"] == 1.0 and exported["parity"]["litert"]["agreement"] == 1.0
+
+
+def test_export_and_bench_commands(resumed_run, tmp_path, capsys):
+    run_dir, *_ = resumed_run
+    assert cli.main(["export", run_dir, "--output-dir", str(tmp_path / "int8"), "--quantize", "dynamic_int8"]) == 0
+    assert os.path.exists(tmp_path / "int8" / "model.tflite")
+    assert cli.main(["bench", str(tmp_path / "int8" / "model.tflite"), "--repeats", "3", "--batch-size", "4"]) == 0
+    assert "items/s" in capsys.readouterr().out
+
+
+def test_unfinished_run_is_refused(resumed_run, tmp_path):
+    run_dir, *_ = resumed_run
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    os.makedirs(tmp_path / "partial")
+    with open(tmp_path / "partial" / "summary.json", "w") as f:
+        json.dump({**summary, "completed": False, "rounds_completed": 1}, f)
+    with pytest.raises(ValueError, match="is not finished"):
+        report.run_row(str(tmp_path / "partial"))
