@@ -140,7 +140,8 @@ def builtin_median_ms(path, runtime, batch_size, warmup, repeats, seed=0):
     interpreter.resize_tensor_input(detail["index"], [batch_size, *detail["shape"][1:]])
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], np.random.default_rng(seed).random(detail["shape"], dtype=np.float32))
+    batch = np.random.default_rng(seed).random(detail["shape"], dtype=np.float32)
+    interpreter.set_tensor(detail["index"], batch)
     for _ in range(warmup):
         interpreter.invoke()
     seconds = []
@@ -154,7 +155,8 @@ def builtin_median_ms(path, runtime, batch_size, warmup, repeats, seed=0):
 def time_once(row, runtime, args):
     """One median latency (ms) of `row`'s file in `runtime`; records whether delegates took it."""
     if runtime.endswith("-builtin"):
-        return builtin_median_ms(row["path"], runtime.split("-")[0], args.batch_size, args.warmup, args.repeats)
+        base = runtime.split("-")[0]
+        return builtin_median_ms(row["path"], base, args.batch_size, args.warmup, args.repeats)
     result = export.benchmark_tflite(
         row["path"], args.batch_size, threads=1, warmup=args.warmup, repeats=args.repeats, runtime=runtime
     )
@@ -211,7 +213,9 @@ def main():
 
     for row in rows:
         row["median_ms"] = {rt: statistics.median(t) for rt, t in row["times_ms"].items()}
-    dense_ms = {(row["quantize"], rt): row["median_ms"][rt] for row in rows if row["model"] == "dense" for rt in RUNTIMES}
+    dense_ms = {
+        (row["quantize"], rt): row["median_ms"][rt] for row in rows if row["model"] == "dense" for rt in RUNTIMES
+    }
 
     print(f"\nFC 784-128-128-10 pruned to {args.sparsity} (global ranking; 'layers' = per-kernel sparsity)")
     print(
@@ -227,18 +231,19 @@ def main():
             f"{row.get('tflite_agreement', float('nan')):>6.3f}"
         )
     print(
-        f"\nLatency of one batch of {args.batch_size}, threads=1, median over {args.rounds} round-robin rounds "
-        f"of the median of {args.repeats} invocations; speedup vs the dense file of the same quantization"
+        f"\nLatency of one batch of {args.batch_size}, threads=1, median over {args.rounds} round-robin "
+        f"rounds of the median of {args.repeats} invocations; speedup vs the dense file of the same quantization"
     )
-    print(f"{'quantize':<13} {'model':<13}" + "".join(f" | {rt:<14} {'ms':>6} {'items/s':>8} {'x':>5}" for rt in RUNTIMES))
+    print(f"{'':<27}" + "".join(f" | {rt:^25}" for rt in RUNTIMES))
+    print(f"{'quantize':<13} {'model':<13}" + f" | {'ms':>7} {'items/s':>8} {'speedup':>8}" * len(RUNTIMES))
     for row in rows:
         line = f"{row['quantize']:<13} {row['model']:<13}"
         for rt in RUNTIMES:
             ms = row["median_ms"][rt]
             flag = "" if row["default_delegates"].get(rt, True) else "*"
             line += (
-                f" | {rt + flag:<14} {ms:>6.3f} {args.batch_size / ms * 1e3:>8.0f} "
-                f"{dense_ms[(row['quantize'], rt)] / ms:>5.2f}"
+                f" | {ms:>6.3f}{flag:1} {args.batch_size / ms * 1e3:>8.0f} "
+                f"{dense_ms[(row['quantize'], rt)] / ms:>7.2f}x"
             )
         print(line)
     print("* = the default delegates (XNNPACK) failed to prepare the file; builtin kernels ran it.")

@@ -29,6 +29,25 @@ def fashion_mnist_npz() -> pathlib.Path:
     return SHARED_FASHION_MNIST
 
 
+@pytest.fixture(scope="session")
+def federated():
+    """Embedded digits split among 3 clients holding 4 classes each, batches of 64."""
+    from tff_sparsify import data
+
+    return data.federate(data.load_dataset("digits"), 3, "label_skew", classes_per_client=4, batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def task(federated):
+    """The paper's FC model for digits, as a `learning.ModelTask`."""
+    from tff_sparsify import learning, models
+
+    dataset = federated.dataset
+    return learning.ModelTask(
+        lambda: models.build_model("fc", dataset.input_shape, dataset.num_classes), federated.element_spec
+    )
+
+
 # A 3-round FedSparsify-Global run on digits (3 clients, 1 local epoch): seconds, not minutes.
 TINY_CONFIG = dict(num_clients=3, rounds=3, local_epochs=1, batch_size=64, final_sparsity=0.8, client_learning_rate=0.1)
 

@@ -5,24 +5,11 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from tff_sparsify import data, learning, models, schedules
+from tff_sparsify import learning, models, schedules
 from tff_sparsify.learning.client_work import build_masked_client_work
 
 ROUNDS = 3
 SCHEDULE = schedules.SparsitySchedule(final_sparsity=0.8, total_rounds=ROUNDS)
-
-
-@pytest.fixture(scope="module")
-def federated():
-    return data.federate(data.load_dataset("digits"), 3, "label_skew", classes_per_client=4, batch_size=64)
-
-
-@pytest.fixture(scope="module")
-def task(federated):
-    dataset = federated.dataset
-    return learning.ModelTask(
-        lambda: models.build_model("fc", dataset.input_shape, dataset.num_classes), federated.element_spec
-    )
 
 
 def run(process, federated, rounds=ROUNDS):

@@ -242,7 +242,8 @@ def reference_block_masks(weights, s, block_size, masks=None):
     for w, m, unit_pruned in zip(weights, masks, np.split(pruned, np.cumsum([c.size for c in means])[:-1])):
         if w.ndim == 2:
             grid = (w.shape[0] // cols, 1, w.shape[1] // rows, 1)
-            positions = np.broadcast_to(unit_pruned.reshape(grid), (grid[0], cols, grid[2], rows)).reshape(w.shape)
+            expanded = np.broadcast_to(unit_pruned.reshape(grid), (grid[0], cols, grid[2], rows))
+            positions = expanded.reshape(w.shape)
         else:
             positions = unit_pruned.reshape(w.shape)
         result.append(np.where(positions | (m == 0), 0.0, 1.0).astype(np.float32))
@@ -362,8 +363,9 @@ def test_block_ties_prune_the_earliest_block_first():
     # Across tensors: layer order first. Equal means from different values and signs tie too.
     first = np.array([[3.0], [-1.0], [1.0], [-3.0]], np.float32)  # One block, mean 2.
     second = np.full((4, 1), -2.0, np.float32)  # One block, mean 2.
-    assert_masks_equal(magnitude_masks([first, second], 0.5, block_size=(1, 4)), [np.zeros((4, 1)), np.ones((4, 1))])
-    assert_masks_equal(magnitude_masks([second, first], 0.5, block_size=(1, 4)), [np.zeros((4, 1)), np.ones((4, 1))])
+    pruned_first = [np.zeros((4, 1)), np.ones((4, 1))]
+    assert_masks_equal(magnitude_masks([first, second], 0.5, block_size=(1, 4)), pruned_first)
+    assert_masks_equal(magnitude_masks([second, first], 0.5, block_size=(1, 4)), pruned_first)
 
 
 def test_block_nested_masks_stay_whole_blocks_and_only_shrink():
@@ -452,7 +454,9 @@ def test_block_size_that_does_not_tile_a_2d_tensor_raises(shape, block_size):
         magnitude_masks(weights, 0.5, block_size=block_size)
 
 
-@pytest.mark.parametrize("block_size", [(0, 4), (1, -4), (4,), (1, 2, 3), 4, "14", (1.0, 4), (True, 4), None, (1, None)])
+@pytest.mark.parametrize(
+    "block_size", [(0, 4), (1, -4), (4,), (1, 2, 3), 4, "14", (1.0, 4), (True, 4), None, (1, None)]
+)
 def test_invalid_block_size(block_size):
     with pytest.raises(ValueError, match="block_size must be two integers >= 1"):
         magnitude_masks([HAND], 0.5, block_size=block_size)
@@ -554,7 +558,8 @@ def test_block_masks_give_tflite_block_sparse_kernels(tmp_path, quantize, block_
     path = export.to_tflite(model, str(tmp_path / "model.tflite"), quantize=quantize, sparsity=True)
     interpreter = tf.lite.Interpreter(model_path=path)
     assert "DENSIFY" not in [op["op_name"] for op in interpreter._get_ops_details()]
-    sparse = [t["sparsity_parameters"] for t in interpreter.get_tensor_details() if t.get("sparsity_parameters")]
+    sparse = [t["sparsity_parameters"] for t in interpreter.get_tensor_details()]
+    sparse = [parameters for parameters in sparse if parameters]
     assert len(sparse) == 3
     for parameters in sparse:
         assert list(parameters["block_map"]) == [1]  # Blocks along TFLite's input dimension.

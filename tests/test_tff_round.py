@@ -4,26 +4,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import data, models
+from tff_sparsify import models
 
 
 @pytest.fixture(scope="module")
-def federated_digits():
-    return data.federate(data.load_dataset("digits"), 5, "label_skew", classes_per_client=2, batch_size=32)
-
-
-@pytest.fixture(scope="module")
-def keras_model_fn(federated_digits):
-    dataset = federated_digits.dataset
-    return lambda: models.wrap_for_pruning(models.build_model("fc", dataset.input_shape, dataset.num_classes))
-
-
-@pytest.fixture(scope="module")
-def fed_avg(federated_digits, keras_model_fn):
+def fed_avg(federated, task):
     def model_fn():
         return tff.learning.models.from_keras_model(
-            keras_model_fn(),
-            input_spec=federated_digits.element_spec,
+            task.wrapped_keras_model(),
+            input_spec=federated.element_spec,
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
         )
@@ -33,18 +22,18 @@ def fed_avg(federated_digits, keras_model_fn):
     )
 
 
-def test_wrapped_model_without_ready_steps_hits_the_tfmot_trap(fed_avg, federated_digits):
+def test_wrapped_model_without_ready_steps_hits_the_tfmot_trap(fed_avg, federated):
     with pytest.raises(Exception, match="UpdatePruningStep"):
-        fed_avg.next(fed_avg.initialize(), federated_digits.client_datasets())
+        fed_avg.next(fed_avg.initialize(), federated.client_datasets())
 
 
-def test_wrapped_model_trains_one_tff_round(fed_avg, federated_digits, keras_model_fn):
-    initial = models.initial_model_weights(keras_model_fn())
+def test_wrapped_model_trains_one_tff_round(fed_avg, federated, task):
+    initial = models.initial_model_weights(task.wrapped_keras_model())
     state = fed_avg.set_model_weights(fed_avg.initialize(), initial)
-    output = fed_avg.next(state, federated_digits.client_datasets())
+    output = fed_avg.next(state, federated.client_datasets())
 
     train = output.metrics["client_work"]["train"]
-    assert train["num_examples"] == len(federated_digits.dataset.y_train)
+    assert train["num_examples"] == len(federated.dataset.y_train)
     assert np.isfinite(train["loss"])
     trained = fed_avg.get_model_weights(output.state)
     for before, after in zip(initial.trainable, trained.trainable):
