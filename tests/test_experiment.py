@@ -62,6 +62,7 @@ def test_partial_participation_samples_seeded_subsets():
         (["run", "--participation", "0"], "--participation must be in (0, 1]"),
         (["run", "--num-clients", "0"], "--num-clients must be an integer >= 1"),
         (["run", "--stop-after", "0"], "--stop-after must be an integer >= 1"),
+        (["run", "--block-size", "4"], "--block-size must look like 1x4"),
     ],
 )
 def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
@@ -103,3 +104,14 @@ def test_communication_cost_follows_the_papers_accounting(resumed_run):
     dense = 2 * 3 * 3 * 26_122  # clients x 2 directions x rounds x parameters of the 64-128-128-10 model
     assert summary["communication"]["dense_fedavg_params"] == dense
     assert summary["communication"]["times_less_than_dense_fedavg"] == pytest.approx(dense / total)
+
+
+def test_same_config_same_results(resumed_run, tmp_path):
+    output_dir, *_ = resumed_run
+    experiment.run(TINY, str(tmp_path), progress=False)
+    with open(f"{output_dir}/history.json") as f, open(tmp_path / "history.json") as g:
+        first, second = json.load(f), json.load(g)
+    for a, b in zip(first, second):
+        assert a["nonzero_params"] == b["nonzero_params"]
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)

@@ -99,3 +99,16 @@ def test_fed_avg_leaves_the_model_dense(task, federated):
         kernels, masks = kernels_and_masks(task, weights)
         assert np.all(masks == 1) and np.all(kernels != 0)
         assert metrics["finalizer"]["sparsity"] == 0
+
+
+def test_global_block_pruning_zeroes_whole_blocks_at_the_target(task, federated):
+    history = run(learning.build_fedsparsify_global(task, SCHEDULE, block_size=(1, 4)), federated, rounds=2)
+    weights, metrics = history[-1]
+    kernels = task.layout.kernels(weights.trainable)
+    total = sum(k.size for k in kernels)
+    zeros = sum(int(np.sum(k == 0)) for k in kernels)
+    target = math.floor(SCHEDULE(2) * total + 0.5)
+    assert target <= zeros < target + 4  # The fewest whole blocks reaching the target.
+    for kernel in kernels:  # Keras [in, out]: a 1x4 block is 4 consecutive inputs of one output.
+        blocks = (kernel == 0).reshape(kernel.shape[0] // 4, 4, kernel.shape[1])
+        assert np.all(blocks.all(axis=1) == blocks.any(axis=1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Callable
 
@@ -50,6 +51,7 @@ class ExperimentConfig:
     start_round: int = 1
     frequency: int = 1
     exponent: float = 3.0
+    block_size: str = "1x1"  # "RxC": TFLite-style blocks, e.g. "1x4" (float32) or "1x16" (int8).
     quorum: float = 0.5
     seed: int = 1990
 
@@ -70,6 +72,8 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.client_momentum < 1.0:
             raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
+        if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.block_size):
+            raise ValueError(f"block_size must look like 1x4 (rows x columns, each >= 1), got {self.block_size!r}")
         self.schedule()  # Validates the schedule arguments.
 
     def schedule(self) -> schedules.SparsitySchedule:
@@ -81,6 +85,11 @@ class ExperimentConfig:
             frequency=self.frequency,
             exponent=self.exponent,
         )
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        rows, columns = self.block_size.split("x")
+        return int(rows), int(columns)
 
     @property
     def clients_per_round(self) -> int:
@@ -102,8 +111,12 @@ def build_process(config: ExperimentConfig, task: learning.ModelTask):
     if config.algorithm == "fedavg":
         return learning.build_fed_avg(task, **optimizers)
     if config.algorithm == "fedsparsify_global":
-        return learning.build_fedsparsify_global(task, config.schedule(), **optimizers)
-    return learning.build_fedsparsify_local(task, config.schedule(), quorum=config.quorum, **optimizers)
+        return learning.build_fedsparsify_global(
+            task, config.schedule(), block_size=config.block_shape, **optimizers
+        )
+    return learning.build_fedsparsify_local(
+        task, config.schedule(), quorum=config.quorum, block_size=config.block_shape, **optimizers
+    )
 
 
 def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
@@ -149,6 +162,9 @@ def run(
     history = _read_history(output_dir)
     if history:
         state = _load_state(os.path.join(output_dir, "checkpoint.npz"), state)
+    else:  # Seeded initial weights (TFF's own initialization is not seeded).
+        tf.keras.utils.set_random_seed(config.seed)
+        state = process.set_model_weights(state, models.initial_model_weights(task.wrapped_keras_model()))
     evaluator = _Evaluator(task, federated.test_dataset())
     num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(evaluator.model))
     ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])

@@ -39,8 +39,10 @@ def build_masked_client_work(
     task: ModelTask,
     optimizer: tff.learning.optimizers.Optimizer,
     local_schedule: schedules.SparsitySchedule | None = None,
+    block_size: tuple[int, int] = (1, 1),
 ) -> tff.learning.templates.ClientWorkProcess:
-    """A `ClientWorkProcess` training within the masks; with `local_schedule`, clients prune too.
+    """A `ClientWorkProcess` training within the masks; with `local_schedule`, clients prune too
+    (in blocks of `block_size`, see `pruning.magnitude_masks`).
 
     Its state is the number of rounds done (clients prune to s(round + 1)).
     """
@@ -88,6 +90,7 @@ def build_masked_client_work(
                     layout.kernels(final),
                     target_sparsity(table, round_num + 1),
                     layout.masks(initial_weights.non_trainable),
+                    block_size=block_size,
                 )
                 pruned = layout.replace_kernels(
                     final, pruning.apply_masks(layout.kernels(final), kernel_masks)

@@ -29,8 +29,10 @@ def build_masking_finalizer(
     layout: WeightsLayout,
     mask_source: str,
     schedule: schedules.SparsitySchedule | None = None,
+    block_size: tuple[int, int] = (1, 1),
 ) -> tff.learning.templates.FinalizerProcess:
-    """A `FinalizerProcess` applying `optimizer` to the update, then the masks from `mask_source`."""
+    """A `FinalizerProcess` applying `optimizer` to the update, then the masks from `mask_source`
+    (server pruning in blocks of `block_size`, see `pruning.magnitude_masks`)."""
     if mask_source not in MASK_SOURCES:
         raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
     if (mask_source == "prune") != (schedule is not None):
@@ -57,7 +59,7 @@ def build_masking_finalizer(
         target = tf.constant(float("nan"), tf.float64)
         if mask_source == "prune":
             target = target_sparsity(table, round_num)
-            masks = pruning.magnitude_masks(kernels, target, masks)
+            masks = pruning.magnitude_masks(kernels, target, masks, block_size=block_size)
         elif mask_source == "vote":
             masks = layout.kernels(update["masks"])
         trainable = layout.replace_kernels(trainable, pruning.apply_masks(kernels, masks))
