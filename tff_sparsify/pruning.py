@@ -302,3 +302,22 @@ def sparsity(tensors: Sequence[TensorLike]) -> tf.Tensor:
     total = tf.add_n([tf.size(t, out_type=tf.int64) for t in tensors])
     zeros = total - nonzero
     return tf.cast(tf.cast(zeros, tf.float64) / tf.cast(total, tf.float64), tf.float32)
+
+
+def random_masks(
+    weights: Sequence[TensorLike],
+    sparsity: float | tf.Tensor,
+    masks: Sequence[TensorLike] | None = None,
+    *,
+    seed: int,
+) -> list[tf.Tensor]:
+    """Masks pruning positions in one fixed random order (the Random baseline, paper section 5).
+
+    The order depends only on `seed` and the shapes, so masks for a rising target are nested: the
+    positions pruned at a lower sparsity are the first of those pruned at a higher one.
+    """
+    keys = [
+        tf.random.stateless_uniform(tf.shape(w), seed=[seed, i], minval=1e-3, maxval=1.0)
+        for i, w in enumerate(weights)
+    ]
+    return magnitude_masks(keys, sparsity, masks)

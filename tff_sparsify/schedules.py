@@ -110,3 +110,32 @@ class SparsitySchedule:
     def from_dict(cls, config: dict[str, Any]) -> SparsitySchedule:
         """Inverse of `to_dict`."""
         return cls(**config)
+
+
+@dataclasses.dataclass(frozen=True)
+class OneShotSchedule:
+    """The OneShot baselines' target (paper section 5): 0 before `prune_round`, then `final_sparsity`.
+
+    OneShot prunes at the last round (`prune_round = total_rounds`); OneShot with fine-tuning prunes
+    at `total_rounds - k` and trains the remaining k rounds within the mask.
+    """
+
+    final_sparsity: float
+    total_rounds: int
+    prune_round: int | None = None  # Default: the last round.
+
+    def __post_init__(self):
+        total_rounds = _check_int("total_rounds", self.total_rounds, 1)
+        if not 0.0 <= self.final_sparsity < 1.0:
+            raise ValueError(f"final_sparsity must be in [0, 1), got {self.final_sparsity!r}")
+        prune_round = total_rounds if self.prune_round is None else self.prune_round
+        object.__setattr__(self, "prune_round", _check_int("prune_round", prune_round, 1, total_rounds))
+        object.__setattr__(self, "total_rounds", total_rounds)
+        object.__setattr__(self, "final_sparsity", float(self.final_sparsity))
+
+    def __call__(self, round_num: int) -> float:
+        t = _check_int("round_num", round_num, 1, self.total_rounds)
+        return self.final_sparsity if t >= self.prune_round else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

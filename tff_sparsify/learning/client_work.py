@@ -40,9 +40,11 @@ def build_masked_client_work(
     optimizer: tff.learning.optimizers.Optimizer,
     local_schedule: schedules.SparsitySchedule | None = None,
     block_size: tuple[int, int] = (1, 1),
+    proximal_strength: float = 0.0,
 ) -> tff.learning.templates.ClientWorkProcess:
     """A `ClientWorkProcess` training within the masks; with `local_schedule`, clients prune too
-    (in blocks of `block_size`, see `pruning.magnitude_masks`).
+    (in blocks of `block_size`, see `pruning.magnitude_masks`). A `proximal_strength` mu > 0 adds
+    FedProx's proximal term mu/2 ||w - w_t||^2 toward the round's global weights (Li et al., 2020).
 
     Its state is the number of rounds done (clients prune to s(round + 1)).
     """
@@ -70,6 +72,11 @@ def build_masked_client_work(
                 with tf.GradientTape() as tape:
                     output = model.forward_pass(batch, training=True)
                 gradients = tape.gradient(output.loss, model_weights.trainable)
+                if proximal_strength:
+                    gradients = [
+                        g + proximal_strength * (w - w0)
+                        for g, w, w0 in zip(gradients, model_weights.trainable, initial_weights.trainable)
+                    ]
                 gradients = tuple(g * m for g, m in zip(gradients, masks))
                 optimizer_state, updated = optimizer.next(
                     optimizer_state, tuple(model_weights.trainable), gradients

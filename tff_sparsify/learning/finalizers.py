@@ -1,10 +1,11 @@
 """Server finalizers: apply the aggregated update with the server optimizer, then set the masks.
 
-The new masks come from one of three sources:
-- `"prune"` (FedSparsify-Global): global magnitude pruning of the new model to s(t) (paper eq. 1),
-  nested in the current masks;
+The new masks come from one of four sources:
+- `"prune"` (FedSparsify-Global, OneShot): global magnitude pruning of the new model to s(t)
+  (paper eq. 1), nested in the current masks;
+- `"random"` (the Random baseline): the schedule's s(t), positions pruned in one fixed random order;
 - `"vote"` (FedSparsify-Local): the majority-voted masks delivered by the aggregator (paper eq. 2);
-- `"keep"` (FedAvg and fixed-mask methods): the current masks.
+- `"keep"` (FedAvg, FedProx, SNIP, GraSP): the current masks.
 The kernels are multiplied by the new masks, which are written into the model's TFMOT mask
 variables, so `get_model_weights` returns the sparse model with its masks. The state counts rounds.
 """
@@ -19,7 +20,8 @@ from tff_sparsify import pruning, schedules
 from tff_sparsify.learning.client_work import sparsity_table, target_sparsity
 from tff_sparsify.learning.task import WeightsLayout
 
-MASK_SOURCES = ("prune", "vote", "keep")
+MASK_SOURCES = ("prune", "random", "vote", "keep")
+SCHEDULED_SOURCES = ("prune", "random")
 
 
 def build_masking_finalizer(
@@ -30,13 +32,15 @@ def build_masking_finalizer(
     mask_source: str,
     schedule: schedules.SparsitySchedule | None = None,
     block_size: tuple[int, int] = (1, 1),
+    seed: int = 0,
 ) -> tff.learning.templates.FinalizerProcess:
     """A `FinalizerProcess` applying `optimizer` to the update, then the masks from `mask_source`
-    (server pruning in blocks of `block_size`, see `pruning.magnitude_masks`)."""
+    (server pruning in blocks of `block_size`, see `pruning.magnitude_masks`; `seed` fixes the
+    Random baseline's order)."""
     if mask_source not in MASK_SOURCES:
         raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
-    if (mask_source == "prune") != (schedule is not None):
-        raise ValueError("a schedule is needed exactly when mask_source is 'prune'")
+    if (mask_source in SCHEDULED_SOURCES) != (schedule is not None):
+        raise ValueError(f"a schedule is needed exactly when mask_source is one of {SCHEDULED_SOURCES}")
     table = sparsity_table(schedule) if schedule else None
     trainable_specs = tuple(tf.TensorSpec(t.shape, t.dtype) for t in model_weights_type.trainable)
 
@@ -60,6 +64,9 @@ def build_masking_finalizer(
         if mask_source == "prune":
             target = target_sparsity(table, round_num)
             masks = pruning.magnitude_masks(kernels, target, masks, block_size=block_size)
+        elif mask_source == "random":
+            target = target_sparsity(table, round_num)
+            masks = pruning.random_masks(kernels, target, masks, seed=seed)
         elif mask_source == "vote":
             masks = layout.kernels(update["masks"])
         trainable = layout.replace_kernels(trainable, pruning.apply_masks(kernels, masks))
