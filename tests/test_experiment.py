@@ -56,7 +56,7 @@ def test_partial_participation_samples_seeded_subsets():
     "argv,flag",
     [
         (["run", "--final-sparsity", "1.0"], "--final-sparsity must be in [0, 1)"),
-        (["run", "--algorithm", "snip"], "--algorithm must be one of"),
+        (["run", "--algorithm", "prunefl"], "--algorithm must be one of"),
         (["run", "--dataset", "mnist"], "--dataset must be one of"),
         (["run", "--rounds", "10", "--start-round", "10"], "--start-round must be an integer in [1, 9]"),
         (["run", "--participation", "0"], "--participation must be in (0, 1]"),
@@ -115,3 +115,19 @@ def test_same_config_same_results(resumed_run, tmp_path):
         assert a["nonzero_params"] == b["nonzero_params"]
         assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def test_snip_run_trains_within_its_initial_mask(tmp_path):
+    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "algorithm": "snip", "rounds": 2})
+    experiment.run(config, str(tmp_path), progress=False)
+    with open(tmp_path / "history.json") as f:
+        history = json.load(f)
+    kernels = 64 * 128 + 128 * 128 + 128 * 10
+    for row in history:  # Sparse at s_f from the first round on; the mask never changes.
+        assert row["sparsity"] == pytest.approx(math.floor(0.8 * kernels + 0.5) / kernels)
+        assert row["target_sparsity"] is None
+
+
+def test_oneshot_finetune_needs_rounds_to_fine_tune():
+    with pytest.raises(ValueError, match=r"fine_tune_rounds must be in \[1, 2\]"):
+        experiment.ExperimentConfig(algorithm="oneshot_finetune", rounds=3, fine_tune_rounds=3)

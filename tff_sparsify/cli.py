@@ -4,6 +4,7 @@
   (`final_sparsity` -> `--final-sparsity`); flags override the config file. With no arguments: a
   small FedSparsify-Global run on the embedded digits dataset.
 - `export RUN_DIR`: the run's final model as a sparse SavedModel and .tflite, checked against Keras.
+- `compare --algorithms A,B,...`: several algorithms on the same partition, then `table` over them.
 - `bench MODEL.tflite ...`: TFLite latency and throughput, with factors relative to the first file.
 - `table RUN_DIR ...`: the paper's results table and comparison plots across runs (first = reference).
 """
@@ -27,16 +28,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tff-sparsify", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run or resume an experiment")
-    run.add_argument("--config", help="JSON file of ExperimentConfig fields")
     run.add_argument("--output-dir", help="where results go (default: runs/<algorithm>_<dataset>_...)")
-    run.add_argument("--stop-after", type=int, help="stop after this many rounds (rerun to resume)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare = commands.add_parser("compare", help="run several algorithms on the same partition, then table")
+    compare.add_argument("--algorithms", required=True, help="comma-separated; the first is the reference")
+    compare.add_argument("--output-dir", default="runs/compare", help="one run folder per algorithm, and the table")
+    for command in (run, compare):
+        command.add_argument("--config", help="JSON file of ExperimentConfig fields")
+        command.add_argument("--stop-after", type=int, help="stop after this many rounds (rerun to resume)")
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_config_flags(command)
     _add_export_commands(commands)
+    return parser
+
+
+def _add_config_flags(command) -> None:
     hints = typing.get_type_hints(experiment.ExperimentConfig)
     for field in dataclasses.fields(experiment.ExperimentConfig):
         kind = next(t for t in (int, float, str) if t is hints[field.name] or t in typing.get_args(hints[field.name]))
-        run.add_argument(_flag(field.name), type=kind, default=None, help=f"default: {field.default}")
-    return parser
+        command.add_argument(_flag(field.name), type=kind, default=None, help=f"default: {field.default}")
 
 
 def _add_export_commands(commands) -> None:
@@ -115,29 +124,38 @@ def default_output_dir(config: experiment.ExperimentConfig) -> str:
     return os.path.join("runs", f"{config.algorithm}_{config.dataset}_{config.partition}{sparsity}_seed{config.seed}")
 
 
+def _run(args) -> None:
+    config = _config(args)
+    output_dir = args.output_dir or default_output_dir(config)
+    summary = experiment.run(config, output_dir, stop_after=args.stop_after, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    print(f"results in {output_dir}")
+
+
+def _compare(args) -> None:
+    base = _config(args).to_dict()
+    configs = [experiment.ExperimentConfig(**{**base, "algorithm": a.strip()}) for a in args.algorithms.split(",")]
+    run_dirs = [os.path.join(args.output_dir, config.algorithm) for config in configs]
+    for config, run_dir in zip(configs, run_dirs):  # All configs are valid before any run starts.
+        experiment.run(config, run_dir, stop_after=args.stop_after, progress=not args.quiet)
+    rows = report.write_table(run_dirs, args.output_dir)
+    print(report.markdown(rows))
+    print(f"runs, table and plots in {args.output_dir}")
+
+
+COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench, "table": _table}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args = parser.parse_args(argv or ["run"])
-    if args.command != "run":
-        try:
-            {"export": _export, "bench": _bench, "table": _table}[args.command](args)
-        except (ValueError, OSError) as error:
-            parser.error(str(error))
-        return 0
     try:
-        config = _config(args)
-        if args.stop_after is not None and args.stop_after < 1:
+        if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
             raise ValueError(f"--stop-after must be an integer >= 1, got {args.stop_after}")
+        COMMANDS[args.command](args)
     except (ValueError, OSError) as error:
         parser.error(_flag_error(error))
-    output_dir = args.output_dir or default_output_dir(config)
-    try:
-        summary = experiment.run(config, output_dir, stop_after=args.stop_after, progress=not args.quiet)
-    except ValueError as error:
-        parser.error(_flag_error(error))
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
-    print(f"results in {output_dir}")
     return 0
 
 

@@ -21,9 +21,12 @@ import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 from tqdm.auto import tqdm
 
-from tff_sparsify import data, files, learning, metrics, models, schedules
+from tff_sparsify import data, files, learning, metrics, models, saliency, schedules
 
-ALGORITHMS = ("fedsparsify_global", "fedsparsify_local", "fedavg")
+ALGORITHMS = (
+    "fedsparsify_global", "fedsparsify_local", "fedavg", "fedprox", "oneshot", "oneshot_finetune",
+    "random", "snip", "grasp",
+)
 LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
 
 
@@ -53,6 +56,9 @@ class ExperimentConfig:
     exponent: float = 3.0
     block_size: str = "1x1"  # "RxC": TFLite-style blocks, e.g. "1x4" (float32) or "1x16" (int8).
     quorum: float = 0.5
+    proximal_strength: float = 0.001  # FedProx's mu (paper: 0.001).
+    fine_tune_rounds: int = 10  # OneShot with fine-tuning prunes at round T - this.
+    saliency_batches: int | None = None  # SNIP/GraSP: batches of the chosen client scored (None: all).
     seed: int = 1990
 
     def __post_init__(self):
@@ -72,6 +78,12 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.client_momentum < 1.0:
             raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
+        if self.algorithm == "oneshot_finetune" and not 1 <= self.fine_tune_rounds < self.rounds:
+            raise ValueError(f"fine_tune_rounds must be in [1, {self.rounds - 1}] (rounds - 1), got {self.fine_tune_rounds!r}")
+        if not self.proximal_strength >= 0:
+            raise ValueError(f"proximal_strength must be >= 0, got {self.proximal_strength!r}")
+        if self.saliency_batches is not None and self.saliency_batches < 1:
+            raise ValueError(f"saliency_batches must be an integer >= 1, got {self.saliency_batches!r}")
         if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.block_size):
             raise ValueError(f"block_size must look like 1x4 (rows x columns, each >= 1), got {self.block_size!r}")
         self.schedule()  # Validates the schedule arguments.
@@ -99,8 +111,23 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def build_process(config: ExperimentConfig, task: learning.ModelTask):
-    """The learning process `config.algorithm` names."""
+def initial_weights(config: ExperimentConfig, task: learning.ModelTask, federated: data.FederatedData):
+    """Seeded initial model weights; for SNIP and GraSP, with the masks they compute at these weights
+    from one randomly chosen client's data (paper section 5)."""
+    tf.keras.utils.set_random_seed(config.seed)  # TFF's own initialization is not seeded.
+    model = task.wrapped_keras_model()
+    if config.algorithm not in saliency.MASK_FUNCTIONS:
+        return models.initial_model_weights(model)
+    client = int(np.random.default_rng(config.seed).integers(config.num_clients))
+    masks = saliency.MASK_FUNCTIONS[config.algorithm](
+        model, federated.client_dataset(client), config.final_sparsity, loss=task.loss_fn(),
+        num_batches=config.saliency_batches,
+    )
+    return saliency.model_weights_with_masks(model, masks)
+
+
+def build_process(config: ExperimentConfig, task: learning.ModelTask, weights):
+    """The learning process `config.algorithm` names (`weights`: its initial weights)."""
     client_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=config.client_learning_rate, momentum=config.client_momentum or None
     )
@@ -108,15 +135,25 @@ def build_process(config: ExperimentConfig, task: learning.ModelTask):
         client_optimizer=client_optimizer,
         server_optimizer=tff.learning.optimizers.build_sgdm(learning_rate=config.server_learning_rate),
     )
-    if config.algorithm == "fedavg":
+    algorithm, schedule, blocks = config.algorithm, config.schedule(), config.block_shape
+    if algorithm == "fedavg":
         return learning.build_fed_avg(task, **optimizers)
-    if config.algorithm == "fedsparsify_global":
-        return learning.build_fedsparsify_global(
-            task, config.schedule(), block_size=config.block_shape, **optimizers
+    if algorithm == "fedprox":
+        return learning.build_fed_prox(task, config.proximal_strength, **optimizers)
+    if algorithm == "fedsparsify_global":
+        return learning.build_fedsparsify_global(task, schedule, block_size=blocks, **optimizers)
+    if algorithm == "fedsparsify_local":
+        return learning.build_fedsparsify_local(
+            task, schedule, quorum=config.quorum, block_size=blocks, **optimizers
         )
-    return learning.build_fedsparsify_local(
-        task, config.schedule(), quorum=config.quorum, block_size=config.block_shape, **optimizers
-    )
+    if algorithm in ("oneshot", "oneshot_finetune"):
+        fine_tune = config.fine_tune_rounds if algorithm == "oneshot_finetune" else 0
+        return learning.build_one_shot(
+            task, config.final_sparsity, config.rounds, fine_tune_rounds=fine_tune, **optimizers
+        )
+    if algorithm == "random":
+        return learning.build_random(task, schedule, seed=config.seed, **optimizers)
+    return learning.build_fixed_mask(task, weights, **optimizers)  # SNIP, GraSP.
 
 
 def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
@@ -157,14 +194,14 @@ def run(
         lambda: models.build_model(model_name, dataset.input_shape, dataset.num_classes),
         federated.element_spec,
     )
-    process = build_process(config, task)
-    state = process.initialize()
     history = _read_history(output_dir)
+    weights = initial_weights(config, task, federated)
+    process = build_process(config, task, weights)
+    state = process.initialize()
     if history:
         state = _load_state(os.path.join(output_dir, "checkpoint.npz"), state)
-    else:  # Seeded initial weights (TFF's own initialization is not seeded).
-        tf.keras.utils.set_random_seed(config.seed)
-        state = process.set_model_weights(state, models.initial_model_weights(task.wrapped_keras_model()))
+    else:
+        state = process.set_model_weights(state, weights)
     evaluator = _Evaluator(task, federated.test_dataset())
     num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(evaluator.model))
     ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])

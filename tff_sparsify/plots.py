@@ -36,9 +36,12 @@ def plot_history(history: list[dict], path: str, title: str = "") -> None:
 def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: str) -> None:
     """Two panels across runs: accuracy vs sparsity, and accuracy vs cumulative Mbit per run."""
     fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for algorithm in sorted({r["algorithm"] for r in rows}):
-        points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["algorithm"] == algorithm)
-        sparsity_ax.plot(*zip(*points), "o-", label=algorithm)
+    for method in sorted({r["method"] for r in rows}):
+        points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["method"] == method)
+        if all(sparsity == 0 for sparsity, _ in points):  # Dense baselines: a reference line.
+            sparsity_ax.axhline(points[0][1], linestyle="--", color="gray", label=f"{method} (dense)")
+        else:
+            sparsity_ax.plot(*zip(*points), "o-", label=method)
     sparsity_ax.set(xlabel="sparsity", ylabel="test accuracy (mean of last 10 rounds)",
                     title="accuracy vs sparsity")
     for name, history in histories.items():

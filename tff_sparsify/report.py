@@ -40,6 +40,7 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
     return {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "algorithm": config["algorithm"],
+        "method": _method(config),
         "target_sparsity": 0.0 if config["algorithm"] == "fedavg" else config["final_sparsity"],
         "sparsity": summary["final_sparsity"],
         "accuracy": summary[MEAN_ACCURACY],
@@ -55,6 +56,12 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
         "threads": bench.threads,
         "runtime": runtime,
     }
+
+
+def _method(config: dict) -> str:
+    """The algorithm, with its block size when pruning is block-structured."""
+    block = config.get("block_size", "1x1")
+    return config["algorithm"] + ("" if block == "1x1" else f" ({block} blocks)")
 
 
 def scaled_test_images(config: dict) -> np.ndarray:
