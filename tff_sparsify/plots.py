@@ -34,18 +34,26 @@ def plot_history(history: list[dict], path: str, title: str = "") -> None:
 
 
 def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: str) -> None:
-    """Two panels across runs: accuracy vs sparsity, and accuracy vs cumulative Mbit per run."""
+    """Two panels across runs: accuracy vs sparsity, and accuracy vs cumulative Mbit per run.
+
+    `rows` are `report` rows (with `run`, `method`, `sparsity`, `accuracy`); `histories` maps each
+    row's `run` to its history. A method has one colour in both panels.
+    """
+    methods = sorted({r["method"] for r in rows})
+    colours = {method: f"C{i % 10}" for i, method in enumerate(methods)}
     fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for method in sorted({r["method"] for r in rows}):
+    for method in methods:
         points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["method"] == method)
         if all(sparsity == 0 for sparsity, _ in points):  # Dense baselines: a reference line.
-            sparsity_ax.axhline(points[0][1], linestyle="--", color="gray", label=f"{method} (dense)")
+            sparsity_ax.axhline(points[0][1], linestyle="--", color=colours[method], label=f"{method} (dense)")
         else:
-            sparsity_ax.plot(*zip(*points), "o-", label=method)
+            sparsity_ax.plot(*zip(*points), "o-", color=colours[method], label=method)
     sparsity_ax.set(xlabel="sparsity", ylabel="test accuracy (mean of last 10 rounds)",
                     title="accuracy vs sparsity")
-    for name, history in histories.items():
-        comm_ax.plot([r["cumulative_mbit"] for r in history], [r["test_accuracy"] for r in history], label=name)
+    for row in rows:
+        history = histories[row["run"]]
+        comm_ax.plot([r["cumulative_mbit"] for r in history], [r["test_accuracy"] for r in history],
+                     color=colours[row["method"]], label=row["run"])
     comm_ax.set(xlabel="cumulative communication (Mbit)", ylabel="test accuracy", ylim=(0, 1),
                 title="accuracy vs communication")
     for ax in (sparsity_ax, comm_ax):
