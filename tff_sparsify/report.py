@@ -28,14 +28,14 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
         raise ValueError(f"run_dir {run_dir!r} is not finished ({summary['rounds_completed']} rounds)")
     config = summary["config"]
     export_dir = os.path.join(run_dir, "export" if quantize == "none" else f"export_{quantize}")
-    report_path = os.path.join(export_dir, export.REPORT_FILE)
-    if os.path.exists(report_path):
-        with open(report_path) as f:
+    tflite = os.path.join(export_dir, export.TFLITE_FILE)
+    if os.path.exists(tflite):
+        with open(os.path.join(export_dir, export.REPORT_FILE)) as f:
             exported = json.load(f)
     else:
         exported = export.export_run(run_dir, export_dir, quantize=quantize, test_x=scaled_test_images(config))
     batch_size = batch_size or PAPER_BATCH_SIZE[config["dataset"]]
-    bench = export.benchmark_tflite(exported["tflite"], batch_size, threads=threads, repeats=repeats,
+    bench = export.benchmark_tflite(tflite, batch_size, threads=threads, repeats=repeats,
                                     runtime=runtime)
     return {
         "run": os.path.basename(os.path.normpath(run_dir)),
