@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -131,3 +132,28 @@ def test_snip_run_trains_within_its_initial_mask(tmp_path):
 def test_oneshot_finetune_needs_rounds_to_fine_tune():
     with pytest.raises(ValueError, match=r"fine_tune_rounds must be in \[1, 2\]"):
         experiment.ExperimentConfig(algorithm="oneshot_finetune", rounds=3, fine_tune_rounds=3)
+
+
+def test_finished_run_is_not_rerun(resumed_run):
+    output_dir, _, summary, _ = resumed_run
+    rows = []
+    assert experiment.run(TINY, output_dir, progress=False, on_round=rows.append) == summary
+    assert rows == []
+
+
+def test_interrupted_run_without_its_checkpoint_is_refused(resumed_run, tmp_path):
+    output_dir, *_ = resumed_run
+    for name in ("config.json", "history.json"):
+        (tmp_path / name).write_text(open(os.path.join(output_dir, name)).read())
+    with pytest.raises(ValueError, match="no checkpoint.npz"):
+        experiment.run(TINY, str(tmp_path), progress=False)
+
+
+def test_config_of_an_older_version_still_resumes(resumed_run, tmp_path):
+    output_dir, *_ = resumed_run
+    with open(os.path.join(output_dir, "config.json")) as f:
+        saved = json.load(f)
+    del saved["saliency_batches"]  # A field added after the run started: its default applies.
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "summary.json").write_text(json.dumps({"completed": True, "marker": 1}))
+    assert experiment.run(TINY, str(tmp_path), progress=False)["marker"] == 1

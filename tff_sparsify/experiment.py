@@ -178,6 +178,14 @@ def run(
     """
     os.makedirs(output_dir, exist_ok=True)
     _check_same_config(config, output_dir)
+    finished = _read_json(os.path.join(output_dir, "summary.json"))
+    if finished and finished["completed"]:
+        return finished
+    history = _read_history(output_dir)
+    checkpoint = os.path.join(output_dir, "checkpoint.npz")
+    if history and not os.path.exists(checkpoint):
+        raise ValueError(f"output_dir {output_dir!r} has {len(history)} rounds of history but no "
+                         "checkpoint.npz to resume from; use another output directory")
     federated = data.federate(
         data.load_dataset(config.dataset, path=config.data_path),
         config.num_clients,
@@ -194,12 +202,11 @@ def run(
         lambda: models.build_model(model_name, dataset.input_shape, dataset.num_classes),
         federated.element_spec,
     )
-    history = _read_history(output_dir)
     weights = initial_weights(config, task, federated)
     process = build_process(config, task, weights)
     state = process.initialize()
     if history:
-        state = _load_state(os.path.join(output_dir, "checkpoint.npz"), state)
+        state = _load_state(checkpoint, state)
     else:
         state = process.set_model_weights(state, weights)
     evaluator = _Evaluator(task, federated.test_dataset())
@@ -312,18 +319,19 @@ def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
 
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
-    path = os.path.join(output_dir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved != config.to_dict():
-            changed = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
-            raise ValueError(
-                f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "
-                "use another output directory"
-            )
-    else:
-        files.write_json(path, config.to_dict())
+    """Refuses to resume a run with another config; fields added since it started take their default."""
+    saved = _read_json(os.path.join(output_dir, "config.json"))
+    if saved is None:
+        files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    current = config.to_dict()
+    changed = sorted(k for k, v in {**defaults, **saved}.items() if current.get(k) != v)
+    if changed:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "
+            "use another output directory"
+        )
 
 
 def _save_state(path: str, state) -> None:
@@ -338,9 +346,13 @@ def _load_state(path: str, like):
 
 
 def _read_history(output_dir: str) -> list[dict]:
-    path = os.path.join(output_dir, "history.json")
+    return _read_json(os.path.join(output_dir, "history.json")) or []
+
+
+def _read_json(path: str):
+    """The JSON value in `path`, or None if there is no such file."""
     if not os.path.exists(path):
-        return []
+        return None
     with open(path) as f:
         return json.load(f)
 
