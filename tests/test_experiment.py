@@ -57,7 +57,7 @@ def test_partial_participation_samples_seeded_subsets():
     "argv,flag",
     [
         (["run", "--final-sparsity", "1.0"], "--final-sparsity must be in [0, 1)"),
-        (["run", "--algorithm", "prunefl"], "--algorithm must be one of"),
+        (["run", "--algorithm", "lottery"], "--algorithm must be one of"),
         (["run", "--dataset", "mnist"], "--dataset must be one of"),
         (["run", "--rounds", "10", "--start-round", "10"], "--start-round must be an integer in [1, 9]"),
         (["run", "--participation", "0"], "--participation must be in (0, 1]"),

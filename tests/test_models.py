@@ -63,9 +63,7 @@ def test_masks_stay_under_our_control_during_training():
     kernel, mask = models.prunable_weights(model)[0], models.mask_variables(model)[0]
     pruned = np.random.default_rng(0).random(mask.shape) < 0.7
     mask.assign(np.where(pruned, 0.0, 1.0).astype(np.float32))
-    for v in model.non_trainable_weights:
-        if compat.is_pruning_step(v):
-            v.assign(compat.READY_PRUNING_STEP)
+    compat.ready_pruning_steps(model)
     model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     x, y = np.random.default_rng(1).random((64, 8, 8, 1)), np.arange(64) % 10
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)

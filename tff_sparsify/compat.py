@@ -70,6 +70,13 @@ def with_ready_pruning_steps(keras_model: tf.keras.Model) -> tff.learning.models
     return tff.learning.models.ModelWeights(trainable=trainable, non_trainable=non_trainable)
 
 
+def ready_pruning_steps(keras_model: tf.keras.Model) -> None:
+    """Sets every pruning step of an eager Keras model so that `fit` works without TFMOT's callback."""
+    for variable in keras_model.non_trainable_weights:
+        if is_pruning_step(variable):
+            variable.assign(READY_PRUNING_STEP)
+
+
 def release_tff_runtime() -> None:
     """Stops TFF's local `worker_binary` by replacing the execution context with a fresh one.
 

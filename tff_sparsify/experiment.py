@@ -18,14 +18,13 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-import tensorflow_model_optimization as tfmot
 from tqdm.auto import tqdm
 
-from tff_sparsify import data, files, learning, metrics, models, saliency, schedules
+from tff_sparsify import compat, data, export, files, learning, metrics, models, pruning, saliency, schedules
 
 ALGORITHMS = (
     "fedsparsify_global", "fedsparsify_local", "fedavg", "fedprox", "oneshot", "oneshot_finetune",
-    "random", "snip", "grasp",
+    "random", "snip", "grasp", "prunefl",
 )
 LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
 
@@ -59,6 +58,7 @@ class ExperimentConfig:
     proximal_strength: float = 0.001  # FedProx's mu (paper: 0.001).
     fine_tune_rounds: int = 10  # OneShot with fine-tuning prunes at round T - this.
     saliency_batches: int | None = None  # SNIP/GraSP: batches of the chosen client scored (None: all).
+    readjust_every: int = 50  # PruneFL: rounds between mask readjustments (paper: 50).
     seed: int = 1990
 
     def __post_init__(self):
@@ -84,6 +84,8 @@ class ExperimentConfig:
             raise ValueError(f"proximal_strength must be >= 0, got {self.proximal_strength!r}")
         if self.saliency_batches is not None and self.saliency_batches < 1:
             raise ValueError(f"saliency_batches must be an integer >= 1, got {self.saliency_batches!r}")
+        if not (isinstance(self.readjust_every, int) and self.readjust_every >= 1):
+            raise ValueError(f"readjust_every must be an integer >= 1, got {self.readjust_every!r}")
         if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.block_size):
             raise ValueError(f"block_size must look like 1x4 (rows x columns, each >= 1), got {self.block_size!r}")
         self.schedule()  # Validates the schedule arguments.
@@ -113,17 +115,30 @@ class ExperimentConfig:
 
 def initial_weights(config: ExperimentConfig, task: learning.ModelTask, federated: data.FederatedData):
     """Seeded initial model weights; for SNIP and GraSP, with the masks they compute at these weights
-    from one randomly chosen client's data (paper section 5)."""
+    from one randomly chosen client's data (paper section 5); for PruneFL, the weights after one
+    local epoch of SGD on that client, pruned to s_f by global magnitude (the original PruneFL's
+    initial pruning at one client with its 5 reconfigurations is reduced to this single prune)."""
     tf.keras.utils.set_random_seed(config.seed)  # TFF's own initialization is not seeded.
     model = task.wrapped_keras_model()
-    if config.algorithm not in saliency.MASK_FUNCTIONS:
+    if config.algorithm not in (*saliency.MASK_FUNCTIONS, "prunefl"):
         return models.initial_model_weights(model)
     client = int(np.random.default_rng(config.seed).integers(config.num_clients))
-    masks = saliency.MASK_FUNCTIONS[config.algorithm](
-        model, federated.client_dataset(client), config.final_sparsity, loss=task.loss_fn(),
-        num_batches=config.saliency_batches,
-    )
+    if config.algorithm == "prunefl":
+        _train_one_epoch(model, federated.client_dataset(client), task.loss_fn(), config.client_learning_rate)
+        masks = pruning.magnitude_masks(models.prunable_weights(model), config.final_sparsity)
+    else:
+        masks = saliency.MASK_FUNCTIONS[config.algorithm](
+            model, federated.client_dataset(client), config.final_sparsity, loss=task.loss_fn(),
+            num_batches=config.saliency_batches,
+        )
     return saliency.model_weights_with_masks(model, masks)
+
+
+def _train_one_epoch(model: tf.keras.Model, dataset: tf.data.Dataset, loss, learning_rate: float) -> None:
+    """One epoch of plain SGD on a wrapped Keras model (its pruning steps made ready first)."""
+    compat.ready_pruning_steps(model)
+    model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate), loss=loss)
+    model.fit(dataset.map(lambda batch: (batch["x"], batch["y"])), epochs=1, verbose=0)
 
 
 def build_process(config: ExperimentConfig, task: learning.ModelTask, weights):
@@ -153,6 +168,10 @@ def build_process(config: ExperimentConfig, task: learning.ModelTask, weights):
         )
     if algorithm == "random":
         return learning.build_random(task, schedule, seed=config.seed, **optimizers)
+    if algorithm == "prunefl":
+        return learning.build_prune_fl(
+            task, weights, config.final_sparsity, readjust_every=config.readjust_every, **optimizers
+        )
     return learning.build_fixed_mask(task, weights, **optimizers)  # SNIP, GraSP.
 
 
@@ -314,7 +333,7 @@ def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: 
 def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
     wrapped = task.wrapped_keras_model()
     weights.assign_weights_to(wrapped)
-    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)  # Kernels already hold the exact zeros.
+    stripped = export.strip_to_sparse_keras(wrapped)
     files.atomic_write(path, lambda tmp: stripped.save(tmp), suffix=".keras")
 
 

@@ -314,9 +314,7 @@ def _model_state_restored(model: tf.keras.Model, training: bool):
     saved = [(v, tf.identity(v.read_value())) for v in model.weights]
     try:
         if training:
-            for v in model.non_trainable_weights:
-                if compat.is_pruning_step(v):
-                    v.assign(compat.READY_PRUNING_STEP)
+            compat.ready_pruning_steps(model)
         yield
     finally:
         for v, value in saved:

@@ -6,6 +6,7 @@ from tff_sparsify.learning.builders import (
     build_fedsparsify_local,
     build_fixed_mask,
     build_one_shot,
+    build_prune_fl,
     build_random,
 )
 from tff_sparsify.learning.task import ModelTask, WeightsLayout

@@ -12,6 +12,10 @@ weights (masks included), the masked client work, an aggregator, and the masking
 | build_one_shot           | train within masks      | example-weighted mean       | prune once to s_f      |
 | build_random             | train within masks      | example-weighted mean       | s(t), fixed random order |
 | build_fixed_mask         | train within masks      | example-weighted mean       | keep the initial masks (SNIP, GraSP) |
+| build_prune_fl           | + squared dense grads   | example-weighted mean       | every R rounds: top (1 - s_f) N by squared grad / cost |
+
+PruneFL runs at the fixed density 1 - s_f (as in the FedSparsify authors' comparison): the original
+PruneFL's adaptive model-size selection at each readjustment is not implemented.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import tensorflow_federated as tff
 from tff_sparsify import schedules
 from tff_sparsify.aggregators import MajorityVoteFactory
 from tff_sparsify.learning.client_work import build_masked_client_work
-from tff_sparsify.learning.finalizers import build_masking_finalizer
+from tff_sparsify.learning.finalizers import Readjustment, build_masking_finalizer
 from tff_sparsify.learning.task import ModelTask
 
 # The paper's FashionMNIST client optimizer (SGD, learning rate 0.02) and plain server averaging.
@@ -50,11 +54,13 @@ def _compose(
     proximal_strength: float = 0.0,
     seed: int = 0,
     initial_weights: tff.learning.models.ModelWeights | None = None,
+    readjustment: Readjustment | None = None,
 ) -> tff.learning.templates.LearningProcess:
     initial_weights_fn = task.initial_model_weights_fn() if initial_weights is None else _constant_fn(initial_weights)
     weights_type = initial_weights_fn.type_signature.result
     client_work = build_masked_client_work(
-        task, client_optimizer or _default_client_optimizer(), local_schedule, block_size, proximal_strength
+        task, client_optimizer or _default_client_optimizer(), local_schedule, block_size, proximal_strength,
+        report_squared_gradients=readjustment is not None,
     )
     client_result_type = client_work.next.type_signature.result.result.member
     aggregator = (aggregator_factory or tff.aggregators.MeanFactory()).create(
@@ -62,7 +68,7 @@ def _compose(
     )
     finalizer = build_masking_finalizer(
         server_optimizer or _default_server_optimizer(), weights_type, client_result_type.update,
-        task.layout, mask_source, schedule, block_size, seed,
+        task.layout, mask_source, schedule, block_size, seed, readjustment,
     )
     return tff.learning.templates.compose_learning_process(
         initial_weights_fn,
@@ -164,11 +170,27 @@ def build_fixed_mask(task: ModelTask, initial_weights: tff.learning.models.Model
                      client_optimizer=None, server_optimizer=None):
     """Trains within the masks of `initial_weights` for the whole run (SNIP, GraSP: masks computed
     before training, see `tff_sparsify.saliency`). The kernels are masked at the start."""
-    masks = task.layout.masks(initial_weights.non_trainable)
-    kernels = [np.asarray(k) * np.asarray(m) for k, m in zip(task.layout.kernels(initial_weights.trainable), masks)]
-    masked = tff.learning.models.ModelWeights(
-        trainable=task.layout.replace_kernels(list(initial_weights.trainable), kernels),
-        non_trainable=list(initial_weights.non_trainable),
+    return _compose(task, "keep", initial_weights=_masked(task, initial_weights),
+                    client_optimizer=client_optimizer, server_optimizer=server_optimizer)
+
+
+def build_prune_fl(task: ModelTask, initial_weights: tff.learning.models.ModelWeights, final_sparsity: float,
+                   *, readjust_every: int = 50, client_optimizer=None, server_optimizer=None):
+    """PruneFL (Jiang et al., 2022) at the fixed sparsity `final_sparsity`: starts from the masks of
+    `initial_weights` (the kernels are masked at the start; `experiment.initial_weights` learns them
+    at one client) and every `readjust_every` rounds keeps the (1 - s_f) N positions with the
+    highest aggregated squared dense gradient per unit of cost (`ModelTask.kernel_costs`), pruned
+    positions included (regrowth). Adaptive model-size selection is not implemented."""
+    readjustment = Readjustment(final_sparsity, readjust_every, task.kernel_costs)
+    return _compose(task, "readjust", initial_weights=_masked(task, initial_weights), readjustment=readjustment,
+                    client_optimizer=client_optimizer, server_optimizer=server_optimizer)
+
+
+def _masked(task: ModelTask, weights: tff.learning.models.ModelWeights) -> tff.learning.models.ModelWeights:
+    """`weights` with each kernel multiplied by its mask."""
+    masks = task.layout.masks(weights.non_trainable)
+    kernels = [np.asarray(k) * np.asarray(m) for k, m in zip(task.layout.kernels(weights.trainable), masks)]
+    return tff.learning.models.ModelWeights(
+        trainable=task.layout.replace_kernels(list(weights.trainable), kernels),
+        non_trainable=list(weights.non_trainable),
     )
-    return _compose(task, "keep", initial_weights=masked, client_optimizer=client_optimizer,
-                    server_optimizer=server_optimizer)

@@ -9,6 +9,15 @@ model to the round's target s(t) (paper eq. 1) by global magnitude and sends
 `OrderedDict(weights=delta, masks=masks)`, one mask per trainable tensor (all ones for biases), for
 the server's majority vote (paper eq. 2).
 
+PruneFL (`report_squared_gradients`): the update is `OrderedDict(weights=delta,
+squared_gradients=...)`, the second holding, per prunable kernel (layout order), the sum over the
+client's local steps of its squared loss gradient taken before masking (dense: pruned positions get
+an importance too, so they can regrow). The mean aggregator averages it example-weighted with the
+delta; the server uses it at readjustment rounds (`finalizers`, mask source "readjust"). Clients
+report it every round (the server ignores it on other rounds), and it is not counted in the
+communication measurements below: they count the model traffic only (the original PruneFL sends
+importances at readjustment rounds only).
+
 Measurements, summed over the round's clients, feed the communication-cost accounting (paper
 appendix C, `tff_sparsify.metrics`): nonzeros received (`download_nonzero`) and sent
 (`upload_nonzero`: the update's, or for Local the pruned weights' nonzeros, whose positions the mask
@@ -41,13 +50,18 @@ def build_masked_client_work(
     local_schedule: schedules.SparsitySchedule | None = None,
     block_size: tuple[int, int] = (1, 1),
     proximal_strength: float = 0.0,
+    report_squared_gradients: bool = False,
 ) -> tff.learning.templates.ClientWorkProcess:
     """A `ClientWorkProcess` training within the masks; with `local_schedule`, clients prune too
     (in blocks of `block_size`, see `pruning.magnitude_masks`). A `proximal_strength` mu > 0 adds
     FedProx's proximal term mu/2 ||w - w_t||^2 toward the round's global weights (Li et al., 2020).
+    With `report_squared_gradients`, the update also carries each kernel's summed squared dense
+    gradient (PruneFL; not with `local_schedule`).
 
     Its state is the number of rounds done (clients prune to s(round + 1)).
     """
+    if report_squared_gradients and local_schedule:
+        raise ValueError("report_squared_gradients cannot be combined with a local_schedule")
     layout = task.layout
     table = sparsity_table(local_schedule) if local_schedule else None
     with tf.Graph().as_default():
@@ -68,10 +82,12 @@ def build_masked_client_work(
             masks = layout.full_masks(model_weights.trainable, layout.masks(initial_weights.non_trainable))
 
             def step(state, batch):
-                num_examples, optimizer_state = state
+                num_examples, optimizer_state, squared = state
                 with tf.GradientTape() as tape:
                     output = model.forward_pass(batch, training=True)
                 gradients = tape.gradient(output.loss, model_weights.trainable)
+                if report_squared_gradients:
+                    squared = tuple(s + tf.square(g) for s, g in zip(squared, layout.kernels(gradients)))
                 if proximal_strength:
                     gradients = [
                         g + proximal_strength * (w - w0)
@@ -83,15 +99,23 @@ def build_masked_client_work(
                 )
                 for variable, value in zip(model_weights.trainable, updated):
                     variable.assign(value)
-                return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state
+                return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state, squared
 
-            num_examples, _ = dataset.reduce(
-                (tf.constant(0, tf.int64), optimizer.initialize(trainable_specs)), step
+            no_squares = tuple(tf.zeros_like(k) for k in layout.kernels(initial_weights.trainable))
+            num_examples, _, squared = dataset.reduce(
+                (
+                    tf.constant(0, tf.int64),
+                    optimizer.initialize(trainable_specs),
+                    no_squares if report_squared_gradients else (),
+                ),
+                step,
             )
             final = list(model_weights.trainable)
             if table is None:
                 update = [a - b for a, b in zip(initial_weights.trainable, final)]
                 sent = update
+                if report_squared_gradients:
+                    update = collections.OrderedDict(weights=update, squared_gradients=list(squared))
             else:
                 kernel_masks = pruning.magnitude_masks(
                     layout.kernels(final),

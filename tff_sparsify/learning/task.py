@@ -1,12 +1,14 @@
 """What a learning process trains: a Keras model builder, its input spec, loss and metrics.
 
 `ModelTask` turns these into the TFMOT-wrapped Keras model and the `tff.learning` model TFF needs, and
-records where the prunable kernels and their masks sit in `tff.learning.models.ModelWeights`.
+records where the prunable kernels and their masks sit in `tff.learning.models.ModelWeights` and what
+one weight of each kernel costs per example (`kernel_costs`, PruneFL's per-layer time).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, Sequence
 
 import tensorflow as tf
@@ -48,6 +50,22 @@ class WeightsLayout:
         return _replace([tf.ones_like(t) for t in trainable], self.kernel_indices, masks)
 
 
+def kernel_costs(keras_model: tf.keras.Model) -> list[float]:
+    """Multiply-accumulates per example and per weight of each prunable kernel of a wrapped model
+    (in `models.prunable_weights` order): the number of output positions the kernel is applied at,
+    i.e. the product of the layer's output shape without batch and channel dimensions: 1 for a Dense
+    kernel on vectors, H_out * W_out for a Conv2D kernel. PruneFL's per-layer cost (its importance
+    is squared gradient over time per weight; FLOPs stand in for time)."""
+    costs = []
+    for wrapper in models.pruning_wrappers(keras_model):
+        shape = tf.TensorShape(wrapper.output_shape)
+        positions = shape[1:-1]
+        if not positions.is_fully_defined():
+            raise ValueError(f"layer {wrapper.name} has output shape {shape}: spatial sizes must be known")
+        costs += [float(math.prod(positions.as_list()))] * len(wrapper.pruning_vars)
+    return costs
+
+
 def _replace(values: Sequence[Any], indices: Sequence[int], replacements: Sequence[Any]) -> list:
     values = list(values)
     for i, value in zip(indices, replacements):
@@ -85,6 +103,12 @@ class ModelTask:
                 tuple(trainable[v.ref()] for v in models.prunable_weights(keras_model)),
                 tuple(non_trainable[v.ref()] for v in models.mask_variables(keras_model)),
             )
+
+    @functools.cached_property
+    def kernel_costs(self) -> tuple[float, ...]:
+        """`kernel_costs` of the wrapped model, one per prunable kernel in layout order."""
+        with tf.Graph().as_default():
+            return tuple(kernel_costs(self.wrapped_keras_model()))
 
     def initial_model_weights_fn(self) -> tff.Computation:
         """A TFF computation returning freshly initialized weights, ready to train (see compat)."""
