@@ -25,7 +25,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -124,43 +123,15 @@ def stored_formats(path):
 RUNTIMES = export.RUNTIMES + tuple(f"{runtime}-builtin" for runtime in export.RUNTIMES)
 
 
-def builtin_median_ms(path, runtime, batch_size, warmup, repeats, seed=0):
-    """`export.benchmark_tflite`'s timing (threads=1) with the builtin kernels only: no delegate."""
-    if runtime == "tf":
-        interpreter_class, resolver = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
-    else:
-        from ai_edge_litert import interpreter as litert
-
-        interpreter_class, resolver = litert.Interpreter, litert.OpResolverType
-    interpreter = interpreter_class(
-        model_path=path, num_threads=1,
-        experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], [batch_size, *detail["shape"][1:]])
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    batch = np.random.default_rng(seed).random(detail["shape"], dtype=np.float32)
-    interpreter.set_tensor(detail["index"], batch)
-    for _ in range(warmup):
-        interpreter.invoke()
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        interpreter.invoke()
-        seconds.append(time.perf_counter() - started)
-    return float(np.median(seconds)) * 1e3
-
-
 def time_once(row, runtime, args):
     """One median latency (ms) of `row`'s file in `runtime`; records whether delegates took it."""
-    if runtime.endswith("-builtin"):
-        base = runtime.split("-")[0]
-        return builtin_median_ms(row["path"], base, args.batch_size, args.warmup, args.repeats)
+    base, builtin = runtime.removesuffix("-builtin"), runtime.endswith("-builtin")
     result = export.benchmark_tflite(
-        row["path"], args.batch_size, threads=1, warmup=args.warmup, repeats=args.repeats, runtime=runtime
+        row["path"], args.batch_size, threads=1, warmup=args.warmup, repeats=args.repeats, runtime=base,
+        delegates=not builtin,
     )
-    row["default_delegates"][runtime] = result.default_delegates
+    if not builtin:
+        row["default_delegates"][runtime] = result.default_delegates
     return result.median_ms
 
 

@@ -150,6 +150,16 @@ def test_benchmark_reports_latency_and_throughput_at_the_batch_size(tflite_files
     assert result.items_per_second == pytest.approx(batch_size / (result.median_ms / 1e3))
 
 
+@pytest.mark.parametrize("runtime", ["tf", "litert"])
+def test_benchmark_can_run_the_builtin_kernels_only(tflite_files, runtime):
+    with_delegates = export.benchmark_tflite(tflite_files["sparse"], 4, threads=1, warmup=0, repeats=2, runtime=runtime)
+    builtin = export.benchmark_tflite(
+        tflite_files["sparse"], 4, threads=1, warmup=0, repeats=2, runtime=runtime, delegates=False
+    )
+    assert with_delegates.default_delegates and not builtin.default_delegates
+    assert builtin.median_ms > 0
+
+
 def test_benchmark_defaults_to_the_available_cpus(tflite_files):
     result = export.benchmark_tflite(tflite_files["sparse"], 4, warmup=0, repeats=2)
     assert result.threads == len(os.sched_getaffinity(0))

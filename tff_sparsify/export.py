@@ -167,10 +167,13 @@ def benchmark_tflite(
     repeats: int = 50,
     runtime: str = "tf",
     seed: int = 0,
+    delegates: bool = True,
 ) -> Benchmark:
     """Times `repeats` invocations of the .tflite file on one batch of random inputs, after `warmup`.
 
     `threads` defaults to the number of CPUs this process may use. Only `invoke()` is timed.
+    `delegates=False` runs TFLite's builtin kernels only (no XNNPACK), e.g. to see what its sparse
+    kernels gain by themselves.
     """
     _check_choice("runtime", runtime, RUNTIMES)
     for name, value, low in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
@@ -181,7 +184,7 @@ def benchmark_tflite(
     elif threads < 1:
         raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
 
-    interpreter, default_delegates = _interpreter(path, runtime, batch_size, threads)
+    interpreter, default_delegates = _interpreter(path, runtime, batch_size, threads, delegates)
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.random.default_rng(seed).random(detail["shape"], dtype=np.float32))
     for _ in range(warmup):
@@ -261,19 +264,21 @@ def _runtime(runtime: str):
     return interpreter.Interpreter, interpreter.OpResolverType
 
 
-def _interpreter(path: str, runtime: str, batch_size: int, threads: int | None = None):
+def _interpreter(path: str, runtime: str, batch_size: int, threads: int | None = None, delegates: bool = True):
     """An interpreter for `path` with its input resized to `batch_size` and tensors allocated.
 
     Returns it with `True` if the default delegates (XNNPACK) took the model, or with `False` if they
-    failed to prepare it and the builtin kernels run it instead.
+    were not wanted (`delegates=False`) or failed to prepare it, and the builtin kernels run it.
     """
     interpreter_class, op_resolver_type = _runtime(runtime)
-    try:
-        return _allocated(interpreter_class(model_path=path, num_threads=threads), batch_size), True
-    except RuntimeError:
-        builtin = op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        interpreter = interpreter_class(model_path=path, num_threads=threads, experimental_op_resolver_type=builtin)
-        return _allocated(interpreter, batch_size), False
+    if delegates:
+        try:
+            return _allocated(interpreter_class(model_path=path, num_threads=threads), batch_size), True
+        except RuntimeError:
+            pass
+    builtin = op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = interpreter_class(model_path=path, num_threads=threads, experimental_op_resolver_type=builtin)
+    return _allocated(interpreter, batch_size), False
 
 
 def _allocated(interpreter, batch_size: int):
