@@ -70,15 +70,6 @@ def test_monotone_and_within_bounds(schedule):
     assert values[-1] == schedule.final_sparsity
 
 
-def test_prunes_at_the_rounds_where_the_target_rises():
-    assert [t for t in range(1, 201) if PAPER.prunes_at(t)] == list(range(2, 201))
-    every_5 = SparsitySchedule(0.8, 203, frequency=5)
-    assert [t for t in range(1, 204) if every_5.prunes_at(t)] == list(range(5, 201, 5)) + [203]
-    # With s_0 > 0 the target also jumps from 0 to s_0 at t0, here not a multiple of f.
-    late = SparsitySchedule(0.5, 23, initial_sparsity=0.2, start_round=3, frequency=5)
-    assert [t for t in range(1, 24) if late.prunes_at(t)] == [3, 5, 10, 15, 20, 23]
-
-
 def test_to_dict_round_trips_through_json():
     schedule = SparsitySchedule(0.9, np.int64(100), initial_sparsity=0.1, start_round=5, frequency=2)
     config = json.loads(json.dumps(schedule.to_dict()))
@@ -124,8 +115,6 @@ def test_invalid_arguments_are_named(kwargs, match):
 def test_round_outside_the_schedule_is_an_error(round_num):
     with pytest.raises(ValueError, match=r"round_num must be an integer in \[1, 200\]"):
         PAPER(round_num)
-    with pytest.raises(ValueError, match="round_num"):
-        PAPER.prunes_at(round_num)
 
 
 def test_module_does_not_import_tensorflow():

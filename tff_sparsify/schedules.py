@@ -93,15 +93,6 @@ class SparsitySchedule:
         target = s_f + (s_0 - s_f) * (1.0 - progress) ** self.exponent
         return min(max(target, s_0), s_f)
 
-    def prunes_at(self, round_num: int) -> bool:
-        """Whether the target rises at `round_num`: s(t) > s(t - 1), with s(0) = 0.
-
-        On other rounds the target equals the previous round's: masks that already reach it stay
-        unchanged under `pruning.magnitude_masks(..., masks=current)`, so that work can be skipped.
-        """
-        target = self(round_num)
-        return target > (self(round_num - 1) if round_num > 1 else 0.0)
-
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments, JSON-serializable."""
         return dataclasses.asdict(self)
