@@ -15,7 +15,6 @@ import os
 import statistics
 import time
 
-import tensorflow as tf
 import tensorflow_federated as tff
 
 import tff_sparsify as ts
