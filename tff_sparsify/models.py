@@ -82,6 +82,11 @@ MODELS: dict[str, Callable[..., tf.keras.Model]] = {
 DEFAULT_MODEL = {"digits": "fc", "fashion_mnist": "fc", "cifar10": "cnn", "cifar100": "vgg16"}
 
 
+def default_loss() -> tf.keras.losses.Loss:
+    """The loss for these models' logits: sparse categorical cross-entropy."""
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
 def build_model(name: str, input_shape, num_classes: int) -> tf.keras.Model:
     """Builds the model `name` (one of `MODELS`) for the given input shape and number of classes."""
     if name not in MODELS:

@@ -61,11 +61,6 @@ from tff_sparsify import compat, models, pruning
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-def default_loss() -> tf.keras.losses.Loss:
-    """Sparse categorical cross-entropy on logits, the `learning.ModelTask` default."""
-    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
 # --- Scores ------------------------------------------------------------------------------------
 
 
@@ -84,7 +79,7 @@ def snip_scores(
       dataset: batches `OrderedDict(x=..., y=...)` (as `data.FederatedData.client_dataset`) or
         `(x, y)` tuples; e.g. one client's `tf.data.Dataset`.
       loss: `loss(y_true, model_output)`, the batch-mean loss (Keras' default reduction) or one loss
-        per example; e.g. `task.loss_fn()`. Default `default_loss()`.
+        per example; e.g. `task.loss_fn()`. Default `models.default_loss()`.
       num_batches: use only the first `num_batches` batches; None (default): all.
       training: run the model in training mode (see the module docstring); default inference mode.
 
@@ -254,7 +249,7 @@ def _prepare(model, dataset, loss, num_batches, *, keep_batches: bool):
         batches = list(batches)
         if not batches:
             raise ValueError("dataset yields no batches")
-    return weights, batches, loss or default_loss()
+    return weights, batches, loss or models.default_loss()
 
 
 def _batches(dataset, num_batches):

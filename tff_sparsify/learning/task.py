@@ -17,10 +17,6 @@ import tensorflow_federated as tff
 from tff_sparsify import models
 
 
-def _default_loss() -> tf.keras.losses.Loss:
-    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
 def _default_metrics() -> list[tf.keras.metrics.Metric]:
     return [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
@@ -79,7 +75,7 @@ class ModelTask:
 
     keras_model_fn: Callable[[], tf.keras.Model]
     input_spec: Any
-    loss_fn: Callable[[], tf.keras.losses.Loss] = _default_loss
+    loss_fn: Callable[[], tf.keras.losses.Loss] = models.default_loss
     metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] = _default_metrics
 
     def wrapped_keras_model(self) -> tf.keras.Model:
