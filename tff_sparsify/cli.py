@@ -7,6 +7,8 @@
 - `compare --algorithms A,B,...`: several algorithms on the same partition, then `table` over them.
 - `bench MODEL.tflite ...`: TFLite latency and throughput, with factors relative to the first file.
 - `table RUN_DIR ...`: the paper's results table and comparison plots across runs (first = reference).
+- `grid list|run|summary [CELL_PATTERN ...]`: the paper's experiment grid (`tff_sparsify.grid`), one
+  cell, a selection (shell patterns such as `fashion_mnist_noniid2/global_*`) or all of it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 import sys
 import typing
 
-from tff_sparsify import experiment, export, report
+from tff_sparsify import experiment, export, grid, report
 
 
 def _flag(name: str) -> str:
@@ -38,14 +40,20 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_config_flags(command)
     _add_export_commands(commands)
+    _add_grid_command(commands)
     return parser
 
 
+def _field_type(name: str) -> type:
+    """int, float or str: the type of the ExperimentConfig field `name` (optional or not)."""
+    hint = typing.get_type_hints(experiment.ExperimentConfig)[name]
+    return next(t for t in (int, float, str) if t is hint or t in typing.get_args(hint))
+
+
 def _add_config_flags(command) -> None:
-    hints = typing.get_type_hints(experiment.ExperimentConfig)
     for field in dataclasses.fields(experiment.ExperimentConfig):
-        kind = next(t for t in (int, float, str) if t is hints[field.name] or t in typing.get_args(hints[field.name]))
-        command.add_argument(_flag(field.name), type=kind, default=None, help=f"default: {field.default}")
+        command.add_argument(_flag(field.name), type=_field_type(field.name), default=None,
+                             help=f"default: {field.default}")
 
 
 def _add_export_commands(commands) -> None:
@@ -64,6 +72,60 @@ def _add_export_commands(commands) -> None:
         command.add_argument("--threads", type=int, default=1)
         command.add_argument("--repeats", type=int, default=200)
         command.add_argument("--runtime", choices=export.RUNTIMES, default="tf")
+
+
+def _add_grid_command(commands) -> None:
+    grid_cmd = commands.add_parser("grid", help="the paper's experiment grid: list, run or summarize cells")
+    grid_cmd.add_argument("action", choices=("list", "run", "summary"))
+    grid_cmd.add_argument("cells", nargs="*", default=["*"], help="cell names or shell patterns (default: all)")
+    grid_cmd.add_argument("--runs-dir", default="experiments/results", help="one folder per cell: <group>/<run>")
+    grid_cmd.add_argument("--data-path", action="append", default=[], metavar="DATASET=NPZ",
+                          help="a local .npz for a dataset instead of TFDS (repeatable)")
+    grid_cmd.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
+                          help="replace a config field in every selected cell, e.g. rounds=2 (repeatable)")
+    grid_cmd.add_argument("--stop-after", type=int, help="run: stop each cell after this many rounds")
+    grid_cmd.add_argument("--quiet", action="store_true", help="run: no progress bars")
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {value!r}")
+        pairs[key] = rest
+    return pairs
+
+
+def _overrides(values: list[str]) -> dict:
+    """`--override` values converted to the types of the ExperimentConfig fields they name."""
+    fields = {f.name for f in dataclasses.fields(experiment.ExperimentConfig)}
+    overrides = {}
+    for name, value in _pairs(values, "--override").items():
+        if name not in fields:
+            raise ValueError(f"--override: unknown field {name!r}")
+        overrides[name] = _field_type(name)(value)
+    return overrides
+
+
+def _grid(args) -> None:
+    cells = grid.select(
+        grid.paper_grid(_pairs(args.data_path, "--data-path"), **_overrides(args.override)), args.cells
+    )
+    if args.action == "run":
+        done = grid.run_cells(cells, args.runs_dir, stop_after=args.stop_after, progress=not args.quiet,
+                              on_cell=lambda name, s: print(f"{name}: {s['rounds_completed']} rounds done"))
+        print(f"{len(done)} cell(s) in {args.runs_dir}")
+    elif args.action == "summary":
+        for group, rows in grid.summarize(args.runs_dir, cells).items():
+            print(grid.reproduction_markdown(group, rows) + "\n")
+        print(f"tables and plots in {args.runs_dir}/<group>/table")
+    else:
+        for name, config in cells.items():
+            s = grid.status(args.runs_dir, name, config)
+            state = "done" if s["completed"] else f"{s['rounds_done']}/{s['rounds']} rounds"
+            accuracy = "" if s["accuracy"] is None else f"  accuracy {s['accuracy']:.4f}"
+            print(f"{name:45s} {state:>16s}  {s['hours']:6.2f} h{accuracy}")
 
 
 def _export(args) -> None:
@@ -143,7 +205,7 @@ def _compare(args) -> None:
     print(f"runs, table and plots in {args.output_dir}")
 
 
-COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench, "table": _table}
+COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench, "table": _table, "grid": _grid}
 
 
 def main(argv: list[str] | None = None) -> int:

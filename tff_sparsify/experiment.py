@@ -9,7 +9,6 @@ completed round.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -197,7 +196,7 @@ def run(
     """
     os.makedirs(output_dir, exist_ok=True)
     _check_same_config(config, output_dir)
-    finished = _read_json(os.path.join(output_dir, "summary.json"))
+    finished = files.read_json(os.path.join(output_dir, "summary.json"))
     if finished and finished["completed"]:
         return finished
     history = _read_history(output_dir)
@@ -339,7 +338,7 @@ def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
     """Refuses to resume a run with another config; fields added since it started take their default."""
-    saved = _read_json(os.path.join(output_dir, "config.json"))
+    saved = files.read_json(os.path.join(output_dir, "config.json"))
     if saved is None:
         files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
         return
@@ -365,15 +364,7 @@ def _load_state(path: str, like):
 
 
 def _read_history(output_dir: str) -> list[dict]:
-    return _read_json(os.path.join(output_dir, "history.json")) or []
-
-
-def _read_json(path: str):
-    """The JSON value in `path`, or None if there is no such file."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return files.read_json(os.path.join(output_dir, "history.json")) or []
 
 
 def _write_history(output_dir: str, history: list[dict]) -> None:

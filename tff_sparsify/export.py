@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import os
 import time
 from typing import Any
@@ -228,7 +227,7 @@ def export_run(
     tflite = to_tflite(model, os.path.join(out_dir, TFLITE_FILE), quantize=quantize, sparsity=sparsity)
     report = {
         "run_dir": os.path.abspath(run_dir),
-        "config": _read_json(os.path.join(run_dir, "config.json")),
+        "config": files.read_json(os.path.join(run_dir, "config.json")),
         "quantize": quantize,
         "sparsity_optimization": sparsity,
         "saved_model": os.path.abspath(saved_model),
@@ -301,10 +300,3 @@ def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _read_json(path: str) -> Any:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)

@@ -1,4 +1,5 @@
-"""Atomic writes: a result file or directory is either the old one or the complete new one."""
+"""Result files: atomic writes (a file or directory is either the old one or the complete new one),
+and reading them back."""
 from __future__ import annotations
 
 import csv
@@ -37,6 +38,14 @@ def write_text(path: str, text: str) -> None:
 
 def write_json(path: str, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2))
+
+
+def read_json(path: str) -> Any:
+    """The JSON value in `path`, or None if there is no such file."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def atomic_directory(directory: str, write: Callable[[str], None]) -> None:

@@ -1,0 +1,124 @@
+"""The paper's experiment grid: cells, hyperparameters, selection, and a run-then-summary round trip."""
+import os
+
+import numpy as np
+import pytest
+
+from tff_sparsify import cli, grid
+
+
+def test_grid_has_every_cell_of_the_paper():
+    cells = grid.paper_grid()
+    # 3 environments x 2 federations x 2 distributions x (2 dense + 8 pruning algorithms x 5 sparsities).
+    assert len(cells) == 3 * 2 * 2 * (2 + 8 * 5) == 504
+    groups = sorted({name.split("/")[0] for name in cells})
+    assert groups == sorted(
+        f"{env}_{dist}{suffix}"
+        for env, skew in (("fashion_mnist", 2), ("cifar10", 5), ("cifar100", 50))
+        for dist in ("iid", f"noniid{skew}")
+        for suffix in ("", "_100clients")
+    )
+    runs = {name.split("/")[1] for name in cells if name.startswith("cifar10_iid/")}
+    assert {"fedavg", "fedprox", "global_0.85", "local_0.99", "oneshot_finetune_0.8", "prunefl_0.95"} <= runs
+    assert len(runs) == 42
+
+
+def test_cells_carry_the_papers_hyperparameters():
+    cells = grid.select(grid.paper_grid(), ["*"])
+    vgg = cells["cifar100_noniid50_100clients/global_0.9"]
+    assert (vgg.dataset, vgg.rounds, vgg.batch_size, vgg.local_epochs) == ("cifar100", 100, 128, 4)
+    assert (vgg.client_learning_rate, vgg.client_momentum) == (0.01, 0.9)
+    assert (vgg.partition, vgg.classes_per_client, vgg.num_clients, vgg.clients_per_round) == ("label_skew", 50, 100, 10)
+    assert (vgg.algorithm, vgg.final_sparsity, vgg.seed) == ("fedsparsify_global", 0.9, 1990)
+    cnn = cells["cifar10_iid/local_0.8"]
+    assert (cnn.client_learning_rate, cnn.client_momentum, cnn.rounds, cnn.batch_size) == (0.005, 0.75, 200, 32)
+    assert (cnn.partition, cnn.classes_per_client, cnn.clients_per_round) == ("iid", None, 10)
+    fc = cells["fashion_mnist_noniid2/fedavg"]
+    assert (fc.algorithm, fc.client_learning_rate, fc.client_momentum, fc.classes_per_client) == ("fedavg", 0.02, 0.0, 2)
+
+
+def test_data_paths_and_overrides_apply_to_every_cell():
+    cells = grid.paper_grid({"fashion_mnist": "f.npz"}, rounds=3)
+    assert cells["fashion_mnist_iid/snip_0.9"]["data_path"] == "f.npz"
+    assert cells["cifar10_iid/snip_0.9"]["data_path"] is None
+    assert {c["rounds"] for c in cells.values()} == {3}
+    with pytest.raises(ValueError, match="data_paths: unknown datasets"):
+        grid.paper_grid({"mnist": "m.npz"})
+    # Only selected cells are validated; a bad one names its cell.
+    assert grid.select(cells, ["cifar10_iid/snip_0.9"])["cifar10_iid/snip_0.9"].rounds == 3
+    with pytest.raises(ValueError, match=r"fine_tune_rounds must be in \[1, 2\].*\(cell cifar10_iid/oneshot_finetune_0.8\)"):
+        grid.select(cells, ["cifar10_iid/oneshot_finetune_0.8"])
+
+
+def test_select_by_shell_patterns():
+    cells = grid.paper_grid()
+    chosen = grid.select(cells, ["fashion_mnist_noniid2/global_0.9*", "fashion_mnist_noniid2/fedavg"])
+    assert list(chosen) == ["fashion_mnist_noniid2/fedavg", "fashion_mnist_noniid2/global_0.9",
+                            "fashion_mnist_noniid2/global_0.95", "fashion_mnist_noniid2/global_0.99"]
+    with pytest.raises(ValueError, match="pattern 'fmnist/\\*' matches no cell"):
+        grid.select(cells, ["fmnist/*"])
+
+
+@pytest.fixture(scope="module")
+def tiny_fashion_mnist(tmp_path_factory):
+    """A Fashion-MNIST-shaped .npz: 10 classes x 20 training and 5 test images of 28x28."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 20)
+    images = (rng.random((200, 28, 28)) * 60 + labels[:, None, None] * 19).astype(np.uint8)
+    path = tmp_path_factory.mktemp("data") / "fashion_mnist.npz"
+    np.savez(path, x_train=images, y_train=labels, x_test=images[::4], y_test=labels[::4])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_cells(tiny_fashion_mnist, tmp_path_factory):
+    runs_dir = str(tmp_path_factory.mktemp("grid"))
+    cells = grid.select(
+        grid.paper_grid({"fashion_mnist": tiny_fashion_mnist}, rounds=2, local_epochs=1),
+        ["fashion_mnist_noniid2/fedavg", "fashion_mnist_noniid2/global_0.9"],
+    )
+    grid.run_cells(cells, runs_dir, progress=False)
+    return runs_dir, cells
+
+
+def test_run_then_summary_puts_our_numbers_beside_the_papers(finished_cells):
+    runs_dir, cells = finished_cells
+    status = grid.status(runs_dir, "fashion_mnist_noniid2/global_0.9", cells["fashion_mnist_noniid2/global_0.9"])
+    assert status["completed"] and status["rounds_done"] == 2 and 0 <= status["accuracy"] <= 1
+    every_run = grid.select(grid.paper_grid({"fashion_mnist": "unused.npz"}, rounds=2, local_epochs=1),
+                            ["fashion_mnist_*/fedavg", "fashion_mnist_*/global_*"])
+    tables = grid.summarize(runs_dir, every_run, repeats=5)
+    rows = tables["fashion_mnist_noniid2"]
+    assert [r["run"] for r in rows] == ["fedavg", "global_0.9"]  # FedAvg is the reference.
+    assert rows[1]["params_x"] > 1 and rows[0]["hours"] > 0
+    table_dir = os.path.join(runs_dir, "fashion_mnist_noniid2", "table")
+    with open(os.path.join(table_dir, "reproduction.md")) as f:
+        text = f.read()
+    global_line = next(line for line in text.splitlines() if line.startswith("| global_0.9 |"))
+    assert "| 0.749 |" in global_line and "/ 11,829 |" in global_line and "/ 155 |" in global_line
+    assert {"table.md", "comparison.png"} <= set(os.listdir(table_dir))
+
+
+def test_summary_without_finished_cells_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="holds no finished cell"):
+        grid.summarize(str(tmp_path), grid.select(grid.paper_grid(), ["cifar10_iid/*"]))
+
+
+def test_grid_command_lists_cell_status(finished_cells, capsys):
+    runs_dir, _ = finished_cells
+    argv = ["grid", "list", "fashion_mnist_noniid2/global_0.9*", "--runs-dir", runs_dir, "--override", "rounds=2"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("fashion_mnist_noniid2/global_0.9 ") and "done" in lines[0] and "accuracy" in lines[0]
+    assert lines[1].startswith("fashion_mnist_noniid2/global_0.95 ") and "0/2 rounds" in lines[1]
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--override", "rounds"], "--override expects KEY=VALUE"),
+    (["--override", "round=3"], "--override: unknown field 'round'"),
+    (["--data-path", "mnist=x.npz"], "data_paths: unknown datasets"),
+])
+def test_grid_command_rejects_bad_flags(flag, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["grid", "list", *flag])
+    assert message in capsys.readouterr().err
