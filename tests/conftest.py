@@ -5,6 +5,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pathlib  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 import pytest  # noqa: E402
 
 SHARED_FASHION_MNIST = (
@@ -27,6 +29,32 @@ def fashion_mnist_npz() -> pathlib.Path:
     if not SHARED_FASHION_MNIST.is_file():
         pytest.skip(f"real Fashion-MNIST not found at {SHARED_FASHION_MNIST} (see shared/data/README.md)")
     return SHARED_FASHION_MNIST
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_mnist(tmp_path_factory):
+    """A Fashion-MNIST-shaped .npz: 10 classes x 20 training and 5 test images of 28x28."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 20)
+    images = (rng.random((200, 28, 28)) * 60 + labels[:, None, None] * 19).astype(np.uint8)
+    path = tmp_path_factory.mktemp("data") / "fashion_mnist.npz"
+    np.savez(path, x_train=images, y_train=labels, x_test=images[::4], y_test=labels[::4])
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def finished_grid_cells(tiny_fashion_mnist, tmp_path_factory):
+    """FedAvg and FedSparsify-Global at 0.9 of the paper grid's FashionMNIST non-IID group, run for 2
+    rounds of 1 epoch on `tiny_fashion_mnist`: (runs_dir, their configs)."""
+    from tff_sparsify import grid
+
+    runs_dir = str(tmp_path_factory.mktemp("grid"))
+    cells = grid.select(
+        grid.paper_grid({"fashion_mnist": tiny_fashion_mnist}, rounds=2, local_epochs=1),
+        ["fashion_mnist_noniid2/fedavg", "fashion_mnist_noniid2/global_0.9"],
+    )
+    grid.run_cells(cells, runs_dir, progress=False)
+    return runs_dir, cells
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The paper's experiment grid: cells, hyperparameters, selection, and a run-then-summary round trip."""
 import os
 
-import numpy as np
 import pytest
 
 from tff_sparsify import cli, grid
@@ -59,30 +58,8 @@ def test_select_by_shell_patterns():
         grid.select(cells, ["fmnist/*"])
 
 
-@pytest.fixture(scope="module")
-def tiny_fashion_mnist(tmp_path_factory):
-    """A Fashion-MNIST-shaped .npz: 10 classes x 20 training and 5 test images of 28x28."""
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 20)
-    images = (rng.random((200, 28, 28)) * 60 + labels[:, None, None] * 19).astype(np.uint8)
-    path = tmp_path_factory.mktemp("data") / "fashion_mnist.npz"
-    np.savez(path, x_train=images, y_train=labels, x_test=images[::4], y_test=labels[::4])
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def finished_cells(tiny_fashion_mnist, tmp_path_factory):
-    runs_dir = str(tmp_path_factory.mktemp("grid"))
-    cells = grid.select(
-        grid.paper_grid({"fashion_mnist": tiny_fashion_mnist}, rounds=2, local_epochs=1),
-        ["fashion_mnist_noniid2/fedavg", "fashion_mnist_noniid2/global_0.9"],
-    )
-    grid.run_cells(cells, runs_dir, progress=False)
-    return runs_dir, cells
-
-
-def test_run_then_summary_puts_our_numbers_beside_the_papers(finished_cells):
-    runs_dir, cells = finished_cells
+def test_run_then_summary_puts_our_numbers_beside_the_papers(finished_grid_cells):
+    runs_dir, cells = finished_grid_cells
     status = grid.status(runs_dir, "fashion_mnist_noniid2/global_0.9", cells["fashion_mnist_noniid2/global_0.9"])
     assert status["completed"] and status["rounds_done"] == 2 and 0 <= status["accuracy"] <= 1
     every_run = grid.select(grid.paper_grid({"fashion_mnist": "unused.npz"}, rounds=2, local_epochs=1),
@@ -99,13 +76,13 @@ def test_run_then_summary_puts_our_numbers_beside_the_papers(finished_cells):
     assert {"table.md", "comparison.png"} <= set(os.listdir(table_dir))
 
 
-def test_summary_without_finished_cells_is_an_error(tmp_path):
+def test_summary_without_finished_grid_cells_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="holds no finished cell"):
         grid.summarize(str(tmp_path), grid.select(grid.paper_grid(), ["cifar10_iid/*"]))
 
 
-def test_grid_command_lists_cell_status(finished_cells, capsys):
-    runs_dir, _ = finished_cells
+def test_grid_command_lists_cell_status(finished_grid_cells, capsys):
+    runs_dir, _ = finished_grid_cells
     argv = ["grid", "list", "fashion_mnist_noniid2/global_0.9*", "--runs-dir", runs_dir, "--override", "rounds=2"]
     assert cli.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
