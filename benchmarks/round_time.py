@@ -1,12 +1,16 @@
-"""Round time of FedSparsify-Global vs TFF's stock FedAvg on the same model and clients.
+"""Round time of FedSparsify-Global vs TFF's stock FedAvg vs a plain `tf.function` loop.
 
 Measures, in one process and on the same client datasets, the median wall time of a round (after
 warm-up rounds) of:
+  - a plain TensorFlow loop without TFF: for each client, set the global weights, run the same local
+    SGD steps in one `tf.function`, then average the client models weighted by examples (FedAvg's
+    arithmetic, the floor any TFF process is measured against), on the plain Keras model, and on the
+    model wrapped by TFMOT's own `prune_low_magnitude` (the cost of its per-step bookkeeping),
   - TFF's `tff.learning.algorithms.build_weighted_fed_avg` on the plain Keras model,
-  - the same stock FedAvg on the TFMOT-wrapped model (same model as FedSparsify trains),
   - tff_sparsify's FedAvg (masked client work, no pruning),
   - FedSparsify-Global (masked client work + server pruning every round),
-and prints each with its ratios to the two stock FedAvg rounds. Uses real Fashion-MNIST when present, else digits.
+and prints each with its ratios to the plain loop and to stock FedAvg. Uses real Fashion-MNIST when
+present, else digits.
 
     .venv/bin/python benchmarks/round_time.py [--rounds 5] [--warmup 2] [--epochs 1]
 """
@@ -15,30 +19,78 @@ import os
 import statistics
 import time
 
+import numpy as np
+import psutil
+import tensorflow as tf
 import tensorflow_federated as tff
+import tensorflow_model_optimization as tfmot
 
 import tff_sparsify as ts
-from tff_sparsify import learning, models, schedules
+from tff_sparsify import compat, learning, models, schedules
 
 FASHION_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion_mnist.npz")
 
 
+class PlainLoopFedAvg:
+    """FedAvg rounds in plain TensorFlow: per client, assign the global weights and run local SGD in
+    one `tf.function`; the new global model is the example-weighted mean of the client models."""
+
+    def __init__(self, keras_model, loss, learning_rate):
+        self.model = keras_model
+        variables = keras_model.trainable_variables
+
+        @tf.function
+        def local_sgd(dataset):
+            examples = tf.constant(0, tf.int64)
+            for batch in dataset:
+                with tf.GradientTape() as tape:
+                    batch_loss = loss(batch["y"], keras_model(batch["x"], training=True))
+                for variable, gradient in zip(variables, tape.gradient(batch_loss, variables)):
+                    variable.assign_sub(learning_rate * gradient)
+                examples += tf.shape(batch["y"], out_type=tf.int64)[0]
+            return examples
+
+        self.local_sgd = local_sgd
+
+    def initialize(self):
+        return [v.numpy() for v in self.model.trainable_variables]
+
+    def next(self, global_weights, client_datasets):
+        total, examples = [np.zeros_like(w) for w in global_weights], 0
+        for dataset in client_datasets:
+            for variable, value in zip(self.model.trainable_variables, global_weights):
+                variable.assign(value)
+            n = int(self.local_sgd(dataset))
+            for t, variable in zip(total, self.model.trainable_variables):
+                t += n * variable.numpy()
+            examples += n
+        return [t / examples for t in total]
+
+
+def cpu_seconds() -> float:
+    """CPU time so far of this process and its children (TFF's worker_binary)."""
+    me = psutil.Process()
+    return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)])
+
+
 def median_round_seconds(candidates, client_datasets, rounds, warmup):
-    """Median seconds per round of each candidate; rounds run round-robin so that load on the
-    machine affects all candidates alike."""
+    """Median wall and CPU seconds per round of each candidate; rounds run round-robin so that load
+    on the machine affects all candidates alike (CPU time is the steadier figure on a shared machine)."""
     states = {}
     for name, (process, weights) in candidates.items():
         states[name] = process.initialize()
         if weights is not None:
             states[name] = process.set_model_weights(states[name], weights)
-    times = {name: [] for name in candidates}
+    times = {name: ([], []) for name in candidates}
     for i in range(warmup + rounds):
         for name, (process, _) in candidates.items():
-            started = time.perf_counter()
-            states[name] = process.next(states[name], client_datasets).state
+            started, cpu_started = time.perf_counter(), cpu_seconds()
+            output = process.next(states[name], client_datasets)
+            states[name] = output if isinstance(process, PlainLoopFedAvg) else output.state
             if i >= warmup:
-                times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) for name, t in times.items()}
+                times[name][0].append(time.perf_counter() - started)
+                times[name][1].append(cpu_seconds() - cpu_started)
+    return {name: (statistics.median(wall), statistics.median(cpu)) for name, (wall, cpu) in times.items()}
 
 
 def main():
@@ -67,10 +119,8 @@ def main():
 
         return tff.learning.algorithms.build_weighted_fed_avg(model_fn, client_optimizer_fn=sgd())
 
-    stock_wrapped = stock_fed_avg(task.wrapped_keras_model)
     candidates = {
         "stock FedAvg (plain Keras model)": (stock_fed_avg(plain_fn), None),
-        "stock FedAvg (TFMOT-wrapped model)": (stock_wrapped, models.initial_model_weights(task.wrapped_keras_model())),
         "tff_sparsify FedAvg": (learning.build_fed_avg(task, client_optimizer=sgd()), None),
         "FedSparsify-Global (s_f=0.9)": (
             learning.build_fedsparsify_global(
@@ -79,14 +129,21 @@ def main():
             None,
         ),
     }
+    # Built last: Keras invalidates models made before TFF traces its own in a graph.
+    candidates["plain tf.function loop (plain model)"] = (PlainLoopFedAvg(plain_fn(), task.loss_fn(), 0.02), None)
+    tfmot_wrapped = tf.keras.models.clone_model(plain_fn(), clone_function=lambda layer: (
+        tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=compat.ServerControlledSchedule())
+        if compat.has_prunable_weights(layer) else layer.__class__.from_config(layer.get_config())))
+    compat.ready_pruning_steps(tfmot_wrapped)
+    candidates["plain tf.function loop (TFMOT wrappers)"] = (PlainLoopFedAvg(tfmot_wrapped, task.loss_fn(), 0.02), None)
     print(f"dataset={dataset.name} clients={args.clients} examples={len(dataset.y_train)} "
           f"epochs={args.epochs} batches/round={sum(1 for ds in client_datasets for _ in ds)} "
           f"rounds={args.rounds} (after {args.warmup} warm-up)")
     seconds = median_round_seconds(candidates, client_datasets, args.rounds, args.warmup)
-    plain, wrapped = seconds["stock FedAvg (plain Keras model)"], seconds["stock FedAvg (TFMOT-wrapped model)"]
-    for name, value in seconds.items():
-        print(f"{name:38s} {value:7.3f} s/round   x{value / plain:.2f} vs stock FedAvg (plain)   "
-              f"x{value / wrapped:.2f} vs stock FedAvg (wrapped)")
+    loop, stock = seconds["plain tf.function loop (plain model)"], seconds["stock FedAvg (plain Keras model)"]
+    for name, (wall, cpu) in seconds.items():
+        print(f"{name:40s} wall {wall:6.3f} s/round (x{wall / loop[0]:.2f} vs plain loop, x{wall / stock[0]:.2f} vs "
+              f"stock FedAvg)   CPU {cpu:6.3f} s/round (x{cpu / loop[1]:.2f}, x{cpu / stock[1]:.2f})")
 
 
 if __name__ == "__main__":

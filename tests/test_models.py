@@ -58,21 +58,22 @@ def test_initial_model_weights_have_ready_pruning_steps(wrapped_fc):
     np.testing.assert_array_equal(weights.trainable[0], wrapped_fc.trainable_weights[0].numpy())
 
 
-def test_masks_stay_under_our_control_during_training():
+def test_wrapper_runs_the_inner_layer_and_leaves_masks_and_kernels_alone():
+    # FedSparsify keeps pruned kernels at zero itself (masked kernels in, masked gradients), so its
+    # wrapper does no per-step work: no step counter, no schedule, no kernel re-masking.
     model = models.wrap_for_pruning(models.build_model("fc", (8, 8, 1), 10))
-    kernel, mask = models.prunable_weights(model)[0], models.mask_variables(model)[0]
-    pruned = np.random.default_rng(0).random(mask.shape) < 0.7
-    mask.assign(np.where(pruned, 0.0, 1.0).astype(np.float32))
-    compat.ready_pruning_steps(model)
-    model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    x, y = np.random.default_rng(1).random((64, 8, 8, 1)), np.arange(64) % 10
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    # TFMOT's schedule never rewrote the mask, and the kernel is zero where the mask is (after the
-    # wrapper's masking at the start of a forward pass).
-    np.testing.assert_array_equal(mask.numpy() == 0.0, pruned)
-    model(x[:1], training=False)
-    assert np.all(kernel.numpy()[pruned] == 0.0)
-    assert np.all(kernel.numpy()[~pruned] != 0.0)
+    mask = models.mask_variables(model)[0]
+    mask.assign(np.where(np.random.default_rng(0).random(mask.shape) < 0.7, 0.0, 1.0).astype(np.float32))
+    before = [w.numpy() for w in model.weights]
+    x = np.random.default_rng(1).random((4, 8, 8, 1)).astype(np.float32)
+    output = model(x, training=True)
+    for after, value in zip(model.weights, before):
+        np.testing.assert_array_equal(after.numpy(), value)  # Mask, kernel and pruning step unchanged.
+    expected = x.reshape(4, -1)  # Flatten, then dense-relu, dense-relu, dense with the unmasked kernels.
+    for i, wrapper in enumerate(models.pruning_wrappers(model)):
+        expected = expected @ wrapper.layer.kernel.numpy() + wrapper.layer.bias.numpy()
+        expected = np.maximum(expected, 0) if i < 2 else expected
+    np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_only_layers_with_prunable_weights_are_wrapped():

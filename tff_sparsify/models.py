@@ -95,10 +95,11 @@ def build_model(name: str, input_shape, num_classes: int) -> tf.keras.Model:
 
 
 def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
-    """Wraps each layer with prunable weights with TFMOT's `prune_low_magnitude`.
+    """Wraps each layer with prunable weights in TFMOT's pruning wrapper, in its lean FedSparsify form
+    (`compat.FedSparsifyPruneLowMagnitude`: no per-step mask bookkeeping).
 
     Masks are under FedSparsify's control (never TFMOT's schedule). Layers without prunable weights
-    (pooling, batch norm, dropout, ...) stay unwrapped: a wrapper costs work on every training step.
+    (pooling, batch norm, dropout, ...) stay unwrapped.
     As in TFMOT's guide, this clones the model, so the wrapped layers' weights are freshly initialized.
     The result trains inside TFF once its pruning steps are ready (see `initial_model_weights`).
     Raises ValueError if the model has no weights TFMOT can prune.
@@ -109,7 +110,7 @@ def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
 
     def wrap(layer):
         if compat.has_prunable_weights(layer):
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+            return compat.FedSparsifyPruneLowMagnitude(layer, pruning_schedule=schedule)
         return layer.__class__.from_config(layer.get_config())
 
     return tf.keras.models.clone_model(model, clone_function=wrap)
