@@ -8,7 +8,8 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
 3. The wrapper's `pruning_step` starts at -1; on each training call it is incremented and then
    asserted to be >= 1, which Keras's `UpdatePruningStep` callback normally ensures. TFF runs no
    callbacks and traces `model_fn` into a graph (an `.assign` there is dropped), so the step must be
-   set in the initial model weights instead: `with_ready_pruning_steps`.
+   set in the initial model weights instead: `with_ready_pruning_steps`. (FedSparsify's own wrapper,
+   item 6, asserts nothing; the steps are set anyway, so TFMOT's stock wrapper trains too.)
 4. TFMOT has no public test for "this layer has weights to prune"; `has_prunable_weights` reads its
    registry, so that only such layers get a wrapper (each wrapper costs work on every training step).
 5. TFF's local C++ runtime starts a `worker_binary` process that outlives the interpreter (and keeps

@@ -133,7 +133,7 @@ def status(runs_dir: str, name: str, config: experiment.ExperimentConfig) -> dic
         "rounds": config.rounds,
         "completed": bool(summary and summary["completed"]),
         "accuracy": summary[report.MEAN_ACCURACY] if summary and summary["completed"] else None,
-        "hours": round(sum(r["seconds"] for r in history) / 3600, 2),
+        "hours": sum(r["seconds"] for r in history) / 3600,
     }
 
 
