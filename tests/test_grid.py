@@ -43,6 +43,8 @@ def test_data_paths_and_overrides_apply_to_every_cell():
     assert {c["rounds"] for c in cells.values()} == {3}
     with pytest.raises(ValueError, match="data_paths: unknown datasets"):
         grid.paper_grid({"mnist": "m.npz"})
+    with pytest.raises(ValueError, match=r"overrides cannot change \['final_sparsity'\]"):
+        grid.paper_grid(final_sparsity=0.5)
     # Only selected cells are validated; a bad one names its cell.
     assert grid.select(cells, ["cifar10_iid/snip_0.9"])["cifar10_iid/snip_0.9"].rounds == 3
     with pytest.raises(ValueError, match=r"fine_tune_rounds must be in \[1, 2\].*\(cell cifar10_iid/oneshot_finetune_0.8\)"):

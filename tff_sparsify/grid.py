@@ -75,8 +75,12 @@ def paper_grid(data_paths: dict[str, str] | None = None, **overrides) -> dict[st
     (`select` turns the chosen ones into validated configs).
 
     `data_paths` maps a dataset name to a local `.npz` (else TFDS); `overrides` replace config fields
-    in every cell (e.g. `rounds=2` for a smoke test; the cell keeps its name).
+    in every cell (e.g. `rounds=2` for a smoke test; the cell keeps its name), except the two that
+    name it, `algorithm` and `final_sparsity`.
     """
+    naming = sorted({"algorithm", "final_sparsity"} & set(overrides))
+    if naming:
+        raise ValueError(f"overrides cannot change {naming}: they name the cell; select other cells instead")
     data_paths = data_paths or {}
     unknown = set(data_paths) - set(ENVIRONMENTS)
     if unknown:
