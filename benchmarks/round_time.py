@@ -23,7 +23,6 @@ import numpy as np
 import psutil
 import tensorflow as tf
 import tensorflow_federated as tff
-import tensorflow_model_optimization as tfmot
 
 import tff_sparsify as ts
 from tff_sparsify import compat, learning, models, schedules
@@ -131,9 +130,7 @@ def main():
     }
     # Built last: Keras invalidates models made before TFF traces its own in a graph.
     candidates["plain tf.function loop (plain model)"] = (PlainLoopFedAvg(plain_fn(), task.loss_fn(), 0.02), None)
-    tfmot_wrapped = tf.keras.models.clone_model(plain_fn(), clone_function=lambda layer: (
-        tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=compat.ServerControlledSchedule())
-        if compat.has_prunable_weights(layer) else layer.__class__.from_config(layer.get_config())))
+    tfmot_wrapped = models.wrap_for_pruning(plain_fn(), wrapper=compat.PruneLowMagnitude)
     compat.ready_pruning_steps(tfmot_wrapped)
     candidates["plain tf.function loop (TFMOT wrappers)"] = (PlainLoopFedAvg(tfmot_wrapped, task.loss_fn(), 0.02), None)
     print(f"dataset={dataset.name} clients={args.clients} examples={len(dataset.y_train)} "

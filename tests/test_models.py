@@ -76,6 +76,23 @@ def test_wrapper_runs_the_inner_layer_and_leaves_masks_and_kernels_alone():
     np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_tfmots_own_wrapper_masks_the_kernel_under_keras_fit():
+    model = models.wrap_for_pruning(models.build_model("fc", (8, 8, 1), 10), wrapper=compat.PruneLowMagnitude)
+    assert all(type(w) is compat.PruneLowMagnitude for w in models.pruning_wrappers(model))
+    kernel, mask = models.prunable_weights(model)[0], models.mask_variables(model)[0]
+    pruned = np.random.default_rng(0).random(mask.shape) < 0.7
+    mask.assign(np.where(pruned, 0.0, 1.0).astype(np.float32))
+    compat.ready_pruning_steps(model)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(1).random((64, 8, 8, 1)), np.arange(64) % 10
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    # The schedule never rewrote the mask, and the wrapper zeroes the kernel at a forward pass.
+    np.testing.assert_array_equal(mask.numpy() == 0.0, pruned)
+    model(x[:1], training=False)
+    assert np.all(kernel.numpy()[pruned] == 0.0)
+    assert np.all(kernel.numpy()[~pruned] != 0.0)
+
+
 def test_only_layers_with_prunable_weights_are_wrapped():
     wrapped = models.wrap_for_pruning(models.build_model("cnn", (32, 32, 3), 10))
     inner = [w.layer for w in models.pruning_wrappers(wrapped)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Callable
 
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import compat
 
@@ -94,14 +93,16 @@ def build_model(name: str, input_shape, num_classes: int) -> tf.keras.Model:
     return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
 
 
-def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
-    """Wraps each layer with prunable weights in TFMOT's pruning wrapper, in its lean FedSparsify form
-    (`compat.FedSparsifyPruneLowMagnitude`: no per-step mask bookkeeping).
+def wrap_for_pruning(
+    model: tf.keras.Model, wrapper: type = compat.FedSparsifyPruneLowMagnitude
+) -> tf.keras.Model:
+    """Wraps each layer with prunable weights in TFMOT's pruning wrapper, by default in its lean
+    FedSparsify form (`compat.FedSparsifyPruneLowMagnitude`: no per-step mask bookkeeping;
+    `compat.PruneLowMagnitude` is TFMOT's own, which then needs `initial_model_weights` to train).
 
     Masks are under FedSparsify's control (never TFMOT's schedule). Layers without prunable weights
     (pooling, batch norm, dropout, ...) stay unwrapped.
     As in TFMOT's guide, this clones the model, so the wrapped layers' weights are freshly initialized.
-    The result trains inside TFF once its pruning steps are ready (see `initial_model_weights`).
     Raises ValueError if the model has no weights TFMOT can prune.
     """
     if not any(compat.has_prunable_weights(layer) for layer in model.layers):
@@ -110,7 +111,7 @@ def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
 
     def wrap(layer):
         if compat.has_prunable_weights(layer):
-            return compat.FedSparsifyPruneLowMagnitude(layer, pruning_schedule=schedule)
+            return wrapper(layer, pruning_schedule=schedule)
         return layer.__class__.from_config(layer.get_config())
 
     return tf.keras.models.clone_model(model, clone_function=wrap)
