@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import tff_sparsify as ts
-from tff_sparsify import compat, learning, models, schedules
+from tff_sparsify import compat, learning, models, schedules, worker_data
 
 FASHION_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion_mnist.npz")
 
@@ -72,19 +72,16 @@ def cpu_seconds() -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)])
 
 
-def median_round_seconds(candidates, client_datasets, rounds, warmup):
-    """Median wall and CPU seconds per round of each candidate; rounds run round-robin so that load
-    on the machine affects all candidates alike (CPU time is the steadier figure on a shared machine)."""
-    states = {}
-    for name, (process, weights) in candidates.items():
-        states[name] = process.initialize()
-        if weights is not None:
-            states[name] = process.set_model_weights(states[name], weights)
+def median_round_seconds(candidates, rounds, warmup):
+    """Median wall and CPU seconds per round of each candidate `(process, client data)`; rounds run
+    round-robin so that load on the machine affects all candidates alike (CPU time is the steadier
+    figure on a shared machine)."""
+    states = {name: process.initialize() for name, (process, _) in candidates.items()}
     times = {name: ([], []) for name in candidates}
     for i in range(warmup + rounds):
-        for name, (process, _) in candidates.items():
+        for name, (process, client_data) in candidates.items():
             started, cpu_started = time.perf_counter(), cpu_seconds()
-            output = process.next(states[name], client_datasets)
+            output = process.next(states[name], client_data)
             states[name] = output if isinstance(process, PlainLoopFedAvg) else output.state
             if i >= warmup:
                 times[name][0].append(time.perf_counter() - started)
@@ -118,25 +115,32 @@ def main():
 
         return tff.learning.algorithms.build_weighted_fed_avg(model_fn, client_optimizer_fn=sgd())
 
+    fedsparsify_global = lambda: learning.build_fedsparsify_global(  # noqa: E731
+        task, schedules.SparsitySchedule(0.9, args.warmup + args.rounds), client_optimizer=sgd()
+    )
+    client_files = worker_data.WorkerClientData(federated)
     candidates = {
-        "stock FedAvg (plain Keras model)": (stock_fed_avg(plain_fn), None),
-        "tff_sparsify FedAvg": (learning.build_fed_avg(task, client_optimizer=sgd()), None),
-        "FedSparsify-Global (s_f=0.9)": (
-            learning.build_fedsparsify_global(
-                task, schedules.SparsitySchedule(0.9, args.warmup + args.rounds), client_optimizer=sgd()
-            ),
-            None,
+        "stock FedAvg (plain Keras model)": (stock_fed_avg(plain_fn), client_datasets),
+        "tff_sparsify FedAvg": (learning.build_fed_avg(task, client_optimizer=sgd()), client_datasets),
+        "FedSparsify-Global (s_f=0.9)": (fedsparsify_global(), client_datasets),
+        "FedSparsify-Global, worker datasets": (
+            client_files.compose(fedsparsify_global(), args.epochs), client_files.sources(range(args.clients), 0)
         ),
     }
     # Built last: Keras invalidates models made before TFF traces its own in a graph.
-    candidates["plain tf.function loop (plain model)"] = (PlainLoopFedAvg(plain_fn(), task.loss_fn(), 0.02), None)
+    candidates["plain tf.function loop (plain model)"] = (
+        PlainLoopFedAvg(plain_fn(), task.loss_fn(), 0.02), client_datasets
+    )
     tfmot_wrapped = models.wrap_for_pruning(plain_fn(), wrapper=compat.PruneLowMagnitude)
     compat.ready_pruning_steps(tfmot_wrapped)
-    candidates["plain tf.function loop (TFMOT wrappers)"] = (PlainLoopFedAvg(tfmot_wrapped, task.loss_fn(), 0.02), None)
+    candidates["plain tf.function loop (TFMOT wrappers)"] = (
+        PlainLoopFedAvg(tfmot_wrapped, task.loss_fn(), 0.02), client_datasets
+    )
     print(f"dataset={dataset.name} clients={args.clients} examples={len(dataset.y_train)} "
           f"epochs={args.epochs} batches/round={sum(1 for ds in client_datasets for _ in ds)} "
           f"rounds={args.rounds} (after {args.warmup} warm-up)")
-    seconds = median_round_seconds(candidates, client_datasets, args.rounds, args.warmup)
+    with client_files:
+        seconds = median_round_seconds(candidates, args.rounds, args.warmup)
     loop, stock = seconds["plain tf.function loop (plain model)"], seconds["stock FedAvg (plain Keras model)"]
     for name, (wall, cpu) in seconds.items():
         print(f"{name:40s} wall {wall:6.3f} s/round (x{wall / loop[0]:.2f} vs plain loop, x{wall / stock[0]:.2f} vs "

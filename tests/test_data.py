@@ -109,6 +109,16 @@ def test_epochs_repeat_and_rounds_reshuffle(digits):
     assert not np.array_equal(labels(round_num=4), labels(round_num=5))
 
 
+def test_each_epoch_is_its_own_permutation_of_the_clients_examples(digits):
+    fed = data.federate(digits, 3, batch_size=7, seed=1)
+    expected = np.sort(digits.x_train[fed.partition.client_indices[2]].reshape(-1, 64) / 16.0, axis=0)
+    x = np.concatenate([b["x"] for b in fed.client_dataset(2, epochs=3, round_num=1).as_numpy_iterator()])
+    epochs = x.reshape(3, -1, 64)
+    for epoch in epochs:  # Every example exactly once per epoch (batches may straddle epochs).
+        np.testing.assert_allclose(np.sort(epoch, axis=0), expected, rtol=1e-6)
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+
+
 def test_test_dataset_covers_the_test_split(digits):
     fed = data.federate(digits, 2)
     y = np.concatenate([b["y"] for b in fed.test_dataset(batch_size=100).as_numpy_iterator()])

@@ -64,6 +64,7 @@ def test_partial_participation_samples_seeded_subsets():
         (["run", "--num-clients", "0"], "--num-clients must be an integer >= 1"),
         (["run", "--stop-after", "0"], "--stop-after must be an integer >= 1"),
         (["run", "--block-size", "4"], "--block-size must look like 1x4"),
+        (["run", "--client-nesterov"], "--client-nesterov needs client_momentum in (0, 1)"),
     ],
 )
 def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
@@ -79,6 +80,9 @@ def test_config_file_and_flags_combine(tmp_path):
     args = cli._parser().parse_args(["run", "--config", str(path), "--final-sparsity", "0.95"])
     config = cli._config(args)
     assert (config.rounds, config.final_sparsity, config.algorithm) == (50, 0.95, "fedsparsify_local")
+    assert not config.client_nesterov
+    nesterov = cli._config(cli._parser().parse_args(["run", "--client-momentum", "0.9", "--client-nesterov"]))
+    assert nesterov.client_nesterov and nesterov.client_momentum == 0.9
     path.write_text(json.dumps({"rounds": 5, "sparsity": 0.9}))
     with pytest.raises(ValueError, match="unknown fields"):
         cli._config(cli._parser().parse_args(["run", "--config", str(path)]))

@@ -26,11 +26,12 @@ def test_cells_carry_the_papers_hyperparameters():
     cells = grid.select(grid.paper_grid(), ["*"])
     vgg = cells["cifar100_noniid50_100clients/global_0.9"]
     assert (vgg.dataset, vgg.rounds, vgg.batch_size, vgg.local_epochs) == ("cifar100", 100, 128, 4)
-    assert (vgg.client_learning_rate, vgg.client_momentum) == (0.01, 0.9)
+    assert (vgg.client_learning_rate, vgg.client_momentum, vgg.client_nesterov) == (0.01, 0.9, True)
     assert (vgg.partition, vgg.classes_per_client, vgg.num_clients, vgg.clients_per_round) == ("label_skew", 50, 100, 10)
     assert (vgg.algorithm, vgg.final_sparsity, vgg.seed) == ("fedsparsify_global", 0.9, 1990)
     cnn = cells["cifar10_iid/local_0.8"]
     assert (cnn.client_learning_rate, cnn.client_momentum, cnn.rounds, cnn.batch_size) == (0.005, 0.75, 200, 32)
+    assert not cnn.client_nesterov
     assert (cnn.partition, cnn.classes_per_client, cnn.clients_per_round) == ("iid", None, 10)
     fc = cells["fashion_mnist_noniid2/fedavg"]
     assert (fc.algorithm, fc.client_learning_rate, fc.client_momentum, fc.classes_per_client) == ("fedavg", 0.02, 0.0, 2)
@@ -95,6 +96,8 @@ def test_grid_command_lists_cell_status(finished_grid_cells, capsys):
 @pytest.mark.parametrize("flag, message", [
     (["--override", "rounds"], "--override expects KEY=VALUE"),
     (["--override", "round=3"], "--override: unknown field 'round'"),
+    (["--override", "rounds=many"], "--override rounds: invalid literal for int()"),
+    (["--override", "client_nesterov=yes"], "--override client_nesterov: expected true or false, got 'yes'"),
     (["--data-path", "mnist=x.npz"], "data_paths: unknown datasets"),
 ])
 def test_grid_command_rejects_bad_flags(flag, message, capsys):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from tff_sparsify import learning, models, schedules
+from tff_sparsify import learning, models, optimizers, schedules
 from tff_sparsify.learning.client_work import build_masked_client_work
 
 ROUNDS = 3
@@ -53,8 +53,13 @@ def test_global_never_regrows_pruned_weights(task, global_history):
         pruned_before = masks == 0
 
 
-def test_clients_train_only_unpruned_weights(task, federated):
-    client_work = build_masked_client_work(task, tff.learning.optimizers.build_sgdm(0.1))
+@pytest.mark.parametrize(
+    "optimizer_fn",
+    [lambda: tff.learning.optimizers.build_sgdm(0.1), lambda: optimizers.build_nesterov_sgdm(0.1, 0.9)],
+    ids=["sgd", "nesterov"],
+)
+def test_clients_train_only_unpruned_weights(task, federated, optimizer_fn):
+    client_work = build_masked_client_work(task, optimizer_fn())
     weights = models.initial_model_weights(task.wrapped_keras_model())
     rng = np.random.default_rng(0)
     masks = [np.where(rng.random(m.shape) < 0.5, 0.0, 1.0).astype(np.float32) for m in task.layout.masks(weights.non_trainable)]

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import typing
+from typing import Callable
 
 from tff_sparsify import experiment, export, grid, report
 
@@ -44,16 +45,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _field_type(name: str) -> type:
-    """int, float or str: the type of the ExperimentConfig field `name` (optional or not)."""
+def _field_type(name: str) -> Callable[[str], object]:
+    """The parser of a value of the ExperimentConfig field `name` (optional or not): int, float, str,
+    or for bool fields one accepting true/false."""
     hint = typing.get_type_hints(experiment.ExperimentConfig)[name]
+    if hint is bool:
+        return _parse_bool
     return next(t for t in (int, float, str) if t is hint or t in typing.get_args(hint))
+
+
+def _parse_bool(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value.lower() == "true"
 
 
 def _add_config_flags(command) -> None:
     for field in dataclasses.fields(experiment.ExperimentConfig):
-        command.add_argument(_flag(field.name), type=_field_type(field.name), default=None,
-                             help=f"default: {field.default}")
+        if _field_type(field.name) is _parse_bool:
+            command.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None,
+                                 help=f"default: {field.default}")
+        else:
+            command.add_argument(_flag(field.name), type=_field_type(field.name), default=None,
+                                 help=f"default: {field.default}")
 
 
 def _add_export_commands(commands) -> None:
@@ -104,7 +118,10 @@ def _overrides(values: list[str]) -> dict:
     for name, value in _pairs(values, "--override").items():
         if name not in fields:
             raise ValueError(f"--override: unknown field {name!r}")
-        overrides[name] = _field_type(name)(value)
+        try:
+            overrides[name] = _field_type(name)(value)
+        except ValueError as error:
+            raise ValueError(f"--override {name}: {error}") from None
     return overrides
 
 

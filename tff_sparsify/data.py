@@ -58,6 +58,10 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return self.spec.image_shape
 
+    def scaled(self, images) -> tf.Tensor:
+        """`images` as the models see them: float32 in [0, 1]."""
+        return tf.cast(images, tf.float32) * (1.0 / self.spec.max_value)
+
 
 def load_dataset(name: str, *, path: str | None = None, data_dir: str | None = None) -> Dataset:
     """Loads `name` from TFDS, from the local `.npz` at `path`, or (for "digits") from scikit-learn."""
@@ -141,35 +145,44 @@ class FederatedData:
         return self.client_dataset(0).element_spec
 
     def client_dataset(self, client: int, *, epochs: int = 1, round_num: int = 0) -> tf.data.Dataset:
-        """Client `client`'s examples, reshuffled for each epoch, batched and scaled to [0, 1].
+        """Client `client`'s examples, every one once per epoch, batched and scaled to [0, 1].
 
-        The shuffle order is a function of (seed, client, round_num), so a run is reproducible while
-        each round sees a new order.
+        Each epoch has its own order, a function of (seed, client, round_num, epoch): a run is
+        reproducible while each round and epoch sees a new order.
         """
         indices = self.partition.client_indices[client]
-        ds = tf.data.Dataset.from_tensor_slices(
-            (self.dataset.x_train[indices], self.dataset.y_train[indices])
+        return self.batches(
+            self.dataset.x_train[indices], self.dataset.y_train[indices], self.shuffle_seed(client, round_num), epochs
         )
-        shuffle_seed = int(np.random.SeedSequence([self.seed, client, round_num]).generate_state(1)[0])
-        ds = ds.shuffle(len(indices), seed=shuffle_seed, reshuffle_each_iteration=True)
-        return self._batched(ds.repeat(epochs))
+
+    def shuffle_seed(self, client: int, round_num: int) -> np.ndarray:
+        """The stateless seed (int64 [2]) of client `client`'s example order in round `round_num`."""
+        return np.random.SeedSequence([self.seed, client, round_num]).generate_state(2).astype(np.int64)
+
+    def batches(self, x, y, seed, epochs: int) -> tf.data.Dataset:
+        """Examples `(x, y)` `epochs` times, each epoch in a seeded random order, in batches of
+        `batch_size` (the last batch may be smaller) scaled to [0, 1]. Works eagerly and in a graph
+        (TFF's worker builds client datasets with it, see `tff_sparsify.worker_data`)."""
+        num_examples = tf.shape(y)[0]
+        order = tf.argsort(tf.random.stateless_uniform([epochs, num_examples], seed=seed), axis=1)
+
+        def to_example(batch_indices):
+            return collections.OrderedDict(
+                x=self.dataset.scaled(tf.gather(x, batch_indices)), y=tf.gather(y, batch_indices)
+            )
+
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1])).batch(self.batch_size).map(to_example)
 
     def client_datasets(self, clients=None, **kwargs) -> list[tf.data.Dataset]:
         clients = range(self.num_clients) if clients is None else clients
         return [self.client_dataset(c, **kwargs) for c in clients]
 
     def test_dataset(self, batch_size: int = 256) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((self.dataset.x_test, self.dataset.y_test))
-        return self._batched(ds, batch_size)
-
-    def _batched(self, ds: tf.data.Dataset, batch_size: int | None = None) -> tf.data.Dataset:
-        scale = 1.0 / self.dataset.spec.max_value
-
         def to_example(x, y):
-            return collections.OrderedDict(x=tf.cast(x, tf.float32) * scale, y=y)
+            return collections.OrderedDict(x=self.dataset.scaled(x), y=y)
 
-        return ds.batch(batch_size or self.batch_size).map(to_example)
-
+        ds = tf.data.Dataset.from_tensor_slices((self.dataset.x_test, self.dataset.y_test))
+        return ds.batch(batch_size).map(to_example)
 
 def federate(
     dataset: Dataset,

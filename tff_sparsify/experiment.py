@@ -19,7 +19,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
-from tff_sparsify import compat, data, export, files, learning, metrics, models, pruning, saliency, schedules
+from tff_sparsify import (
+    compat, data, export, files, learning, metrics, models, optimizers, pruning, saliency, schedules, worker_data,
+)
 
 ALGORITHMS = (
     "fedsparsify_global", "fedsparsify_local", "fedavg", "fedprox", "oneshot", "oneshot_finetune",
@@ -46,6 +48,7 @@ class ExperimentConfig:
     batch_size: int = 32
     client_learning_rate: float = 0.02
     client_momentum: float = 0.0
+    client_nesterov: bool = False  # Nesterov momentum (paper: CIFAR-100); needs client_momentum > 0.
     server_learning_rate: float = 1.0
     final_sparsity: float = 0.8
     initial_sparsity: float = 0.0
@@ -77,6 +80,8 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.client_momentum < 1.0:
             raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
+        if self.client_nesterov and not self.client_momentum:
+            raise ValueError("client_nesterov needs client_momentum in (0, 1), got 0")
         if self.algorithm == "oneshot_finetune" and not 1 <= self.fine_tune_rounds < self.rounds:
             raise ValueError(f"fine_tune_rounds must be in [1, {self.rounds - 1}] (rounds - 1), got {self.fine_tune_rounds!r}")
         if not self.proximal_strength >= 0:
@@ -140,38 +145,44 @@ def _train_one_epoch(model: tf.keras.Model, dataset: tf.data.Dataset, loss, lear
     model.fit(dataset.map(lambda batch: (batch["x"], batch["y"])), epochs=1, verbose=0)
 
 
-def build_process(config: ExperimentConfig, task: learning.ModelTask, weights):
-    """The learning process `config.algorithm` names (`weights`: its initial weights)."""
-    client_optimizer = tff.learning.optimizers.build_sgdm(
+def client_optimizer(config: ExperimentConfig) -> tff.learning.optimizers.Optimizer:
+    """Clients' SGD: plain, with classical momentum, or with Nesterov momentum."""
+    if config.client_nesterov:
+        return optimizers.build_nesterov_sgdm(config.client_learning_rate, config.client_momentum)
+    return tff.learning.optimizers.build_sgdm(
         learning_rate=config.client_learning_rate, momentum=config.client_momentum or None
     )
-    optimizers = dict(
-        client_optimizer=client_optimizer,
+
+
+def build_process(config: ExperimentConfig, task: learning.ModelTask, weights):
+    """The learning process `config.algorithm` names (`weights`: its initial weights)."""
+    optimizer_args = dict(
+        client_optimizer=client_optimizer(config),
         server_optimizer=tff.learning.optimizers.build_sgdm(learning_rate=config.server_learning_rate),
     )
     algorithm, schedule, blocks = config.algorithm, config.schedule(), config.block_shape
     if algorithm == "fedavg":
-        return learning.build_fed_avg(task, **optimizers)
+        return learning.build_fed_avg(task, **optimizer_args)
     if algorithm == "fedprox":
-        return learning.build_fed_prox(task, config.proximal_strength, **optimizers)
+        return learning.build_fed_prox(task, config.proximal_strength, **optimizer_args)
     if algorithm == "fedsparsify_global":
-        return learning.build_fedsparsify_global(task, schedule, block_size=blocks, **optimizers)
+        return learning.build_fedsparsify_global(task, schedule, block_size=blocks, **optimizer_args)
     if algorithm == "fedsparsify_local":
         return learning.build_fedsparsify_local(
-            task, schedule, quorum=config.quorum, block_size=blocks, **optimizers
+            task, schedule, quorum=config.quorum, block_size=blocks, **optimizer_args
         )
     if algorithm in ("oneshot", "oneshot_finetune"):
         fine_tune = config.fine_tune_rounds if algorithm == "oneshot_finetune" else 0
         return learning.build_one_shot(
-            task, config.final_sparsity, config.rounds, fine_tune_rounds=fine_tune, **optimizers
+            task, config.final_sparsity, config.rounds, fine_tune_rounds=fine_tune, **optimizer_args
         )
     if algorithm == "random":
-        return learning.build_random(task, schedule, seed=config.seed, **optimizers)
+        return learning.build_random(task, schedule, seed=config.seed, **optimizer_args)
     if algorithm == "prunefl":
         return learning.build_prune_fl(
-            task, weights, config.final_sparsity, readjust_every=config.readjust_every, **optimizers
+            task, weights, config.final_sparsity, readjust_every=config.readjust_every, **optimizer_args
         )
-    return learning.build_fixed_mask(task, weights, **optimizers)  # SNIP, GraSP.
+    return learning.build_fixed_mask(task, weights, **optimizer_args)  # SNIP, GraSP.
 
 
 def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
@@ -221,37 +232,32 @@ def run(
         federated.element_spec,
     )
     weights = initial_weights(config, task, federated)
-    process = build_process(config, task, weights)
-    state = process.initialize()
-    if history:
-        state = _load_state(checkpoint, state)
-    else:
-        state = process.set_model_weights(state, weights)
-    evaluator = _Evaluator(task, federated.test_dataset())
-    num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(evaluator.model))
-    ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])
-
-    first = len(history) + 1
-    last = config.rounds if stop_after is None else min(config.rounds, first - 1 + stop_after)
-    bar = tqdm(range(first, last + 1), initial=first - 1, total=config.rounds, disable=not progress,
-               desc=config.algorithm, unit="round")
-    for round_num in bar:
-        started = time.perf_counter()
-        clients = sample_clients(config, round_num)
-        datasets = federated.client_datasets(clients, epochs=config.local_epochs, round_num=round_num)
-        output = process.next(state, datasets)
-        state = output.state
-        row = _history_row(round_num, output.metrics, evaluator(process.get_model_weights(state)))
-        cost = ledger.add(_round_cost(config, output.metrics["client_work"]["communication"], num_prunable))
-        row.update(mbit=cost.mbit, cumulative_mbit=ledger.mbit, communication=cost.to_dict())
-        row["seconds"] = round(time.perf_counter() - started, 3)
-        history.append(row)
-        _save_state(os.path.join(output_dir, "checkpoint.npz"), state)
-        _write_history(output_dir, history)
-        bar.set_postfix(test_acc=f"{row['test_accuracy']:.4f}", sparsity=f"{row['sparsity']:.4f}",
-                        loss=f"{row['train_loss']:.4f}")
-        if on_round:
-            on_round(row)
+    with worker_data.WorkerClientData(federated) as client_data:  # The worker builds client datasets.
+        process = client_data.compose(build_process(config, task, weights), config.local_epochs)
+        state = process.initialize()
+        state = _load_state(checkpoint, state) if history else process.set_model_weights(state, weights)
+        evaluator = _Evaluator(task, federated.test_dataset())
+        num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(evaluator.model))
+        ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])
+        first = len(history) + 1
+        last = config.rounds if stop_after is None else min(config.rounds, first - 1 + stop_after)
+        bar = tqdm(range(first, last + 1), initial=first - 1, total=config.rounds, disable=not progress,
+                   desc=config.algorithm, unit="round")
+        for round_num in bar:
+            started = time.perf_counter()
+            output = process.next(state, client_data.sources(sample_clients(config, round_num), round_num))
+            state = output.state
+            row = _history_row(round_num, output.metrics, evaluator(process.get_model_weights(state)))
+            cost = ledger.add(_round_cost(config, output.metrics["client_work"]["communication"], num_prunable))
+            row.update(mbit=cost.mbit, cumulative_mbit=ledger.mbit, communication=cost.to_dict())
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(row)
+            _save_state(checkpoint, state)
+            _write_history(output_dir, history)
+            bar.set_postfix(test_acc=f"{row['test_accuracy']:.4f}", sparsity=f"{row['sparsity']:.4f}",
+                            loss=f"{row['train_loss']:.4f}")
+            if on_round:
+                on_round(row)
 
     summary = _summary(config, history, ledger, evaluator.num_params)
     files.write_json(os.path.join(output_dir, "summary.json"), summary)

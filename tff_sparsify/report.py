@@ -67,7 +67,7 @@ def _method(config: dict) -> str:
 def scaled_test_images(config: dict) -> np.ndarray:
     """The run's test images as the model sees them (float32 in [0, 1])."""
     dataset = data.load_dataset(config["dataset"], path=config["data_path"])
-    return dataset.x_test.astype(np.float32) / dataset.spec.max_value
+    return np.asarray(dataset.scaled(dataset.x_test))
 
 
 # Columns where the reference divided by the run is the "x less / x faster" factor, and the reverse.
