@@ -31,17 +31,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import metrics, pruning, schedules
+from tff_sparsify.learning import targets
 from tff_sparsify.learning.task import ModelTask
-
-
-def sparsity_table(schedule: schedules.SparsitySchedule) -> list[float]:
-    """[s(0)=0, s(1), ..., s(T)]: the schedule as a list indexed by round (rounds after T keep s(T))."""
-    return [0.0] + [schedule(t) for t in range(1, schedule.total_rounds + 1)]
-
-
-def target_sparsity(table: list[float], round_num: tf.Tensor) -> tf.Tensor:
-    """s(round_num) from a `sparsity_table`, inside TF."""
-    return tf.gather(tf.constant(table, tf.float64), tf.minimum(round_num, len(table) - 1))
 
 
 def build_masked_client_work(
@@ -63,7 +54,6 @@ def build_masked_client_work(
     if report_squared_gradients and local_schedule:
         raise ValueError("report_squared_gradients cannot be combined with a local_schedule")
     layout = task.layout
-    table = sparsity_table(local_schedule) if local_schedule else None
     with tf.Graph().as_default():
         tff_model = task.tff_model()
         metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(tff_model.metric_finalizers())
@@ -111,7 +101,7 @@ def build_masked_client_work(
                 step,
             )
             final = list(model_weights.trainable)
-            if table is None:
+            if local_schedule is None:
                 update = [a - b for a, b in zip(initial_weights.trainable, final)]
                 sent = update
                 if report_squared_gradients:
@@ -119,7 +109,7 @@ def build_masked_client_work(
             else:
                 kernel_masks = pruning.magnitude_masks(
                     layout.kernels(final),
-                    target_sparsity(table, round_num + 1),
+                    targets.target_sparsity(local_schedule, round_num + 1),
                     layout.masks(initial_weights.non_trainable),
                     block_size=block_size,
                 )

@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import pruning, schedules
-from tff_sparsify.learning.client_work import sparsity_table, target_sparsity
+from tff_sparsify.learning import targets
 from tff_sparsify.learning.task import WeightsLayout
 
 MASK_SOURCES = ("prune", "random", "vote", "keep", "readjust")
@@ -76,7 +76,6 @@ def build_masking_finalizer(
     if readjustment and len(readjustment.kernel_costs) != len(layout.kernel_indices):
         raise ValueError(f"kernel_costs must have one cost per kernel ({len(layout.kernel_indices)}), "
                          f"got {len(readjustment.kernel_costs)}")
-    table = sparsity_table(schedule) if schedule else None
     trainable_specs = tuple(tf.TensorSpec(t.shape, t.dtype) for t in model_weights_type.trainable)
 
     @tff.tensorflow.computation
@@ -97,10 +96,10 @@ def build_masking_finalizer(
         kernels, masks = layout.kernels(trainable), layout.masks(weights.non_trainable)
         target = tf.constant(float("nan"), tf.float64)
         if mask_source == "prune":
-            target = target_sparsity(table, round_num)
+            target = targets.target_sparsity(schedule, round_num)
             masks = pruning.magnitude_masks(kernels, target, masks, block_size=block_size)
         elif mask_source == "random":
-            target = target_sparsity(table, round_num)
+            target = targets.target_sparsity(schedule, round_num)
             masks = pruning.random_masks(kernels, target, masks, seed=seed)
         elif mask_source == "vote":
             masks = layout.kernels(update["masks"])
