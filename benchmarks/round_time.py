@@ -7,8 +7,10 @@ warm-up rounds) of:
     arithmetic, the floor any TFF process is measured against), on the plain Keras model, and on the
     model wrapped by TFMOT's own `prune_low_magnitude` (the cost of its per-step bookkeeping),
   - TFF's `tff.learning.algorithms.build_weighted_fed_avg` on the plain Keras model,
-  - tff_sparsify's FedAvg (masked client work, no pruning),
-  - FedSparsify-Global (masked client work + server pruning every round),
+  - FedSparsify-Global (masked client work + server pruning every round) with the clients' `tf.data`
+    datasets passed from Python (serialized into every round),
+  - tff_sparsify's FedAvg (masked client work, no pruning) and FedSparsify-Global with the datasets
+    built in TFF's worker from per-client files (`tff_sparsify.worker_data`, as `experiment.run` does),
 and prints each with its ratios to the plain loop and to stock FedAvg. Uses real Fashion-MNIST when
 present, else digits.
 
@@ -119,13 +121,14 @@ def main():
         task, schedules.SparsitySchedule(0.9, args.warmup + args.rounds), client_optimizer=sgd()
     )
     client_files = worker_data.WorkerClientData(federated)
+    sources = client_files.sources(range(args.clients), round_num=0)
     candidates = {
         "stock FedAvg (plain Keras model)": (stock_fed_avg(plain_fn), client_datasets),
-        "tff_sparsify FedAvg": (learning.build_fed_avg(task, client_optimizer=sgd()), client_datasets),
-        "FedSparsify-Global (s_f=0.9)": (fedsparsify_global(), client_datasets),
-        "FedSparsify-Global, worker datasets": (
-            client_files.compose(fedsparsify_global(), args.epochs), client_files.sources(range(args.clients), 0)
+        "FedSparsify-Global, Python datasets": (fedsparsify_global(), client_datasets),
+        "tff_sparsify FedAvg, worker datasets": (
+            client_files.compose(learning.build_fed_avg(task, client_optimizer=sgd()), args.epochs), sources
         ),
+        "FedSparsify-Global, worker datasets": (client_files.compose(fedsparsify_global(), args.epochs), sources),
     }
     # Built last: Keras invalidates models made before TFF traces its own in a graph.
     candidates["plain tf.function loop (plain model)"] = (
