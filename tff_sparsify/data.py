@@ -165,13 +165,18 @@ class FederatedData:
         (TFF's worker builds client datasets with it, see `tff_sparsify.worker_data`)."""
         num_examples = tf.shape(y)[0]
         order = tf.argsort(tf.random.stateless_uniform([epochs, num_examples], seed=seed), axis=1)
+        batch_indices = tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1])).batch(self.batch_size)
+        # The examples enter as a dataset element, not as a tensor the map function captures: a
+        # captured array becomes a constant that is copied for every batch (3x slower).
+        examples = tf.data.Dataset.from_tensors((x, y)).repeat()
 
-        def to_example(batch_indices):
+        def to_example(indices, images_and_labels):
+            images, labels = images_and_labels
             return collections.OrderedDict(
-                x=self.dataset.scaled(tf.gather(x, batch_indices)), y=tf.gather(y, batch_indices)
+                x=self.dataset.scaled(tf.gather(images, indices)), y=tf.gather(labels, indices)
             )
 
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1])).batch(self.batch_size).map(to_example)
+        return tf.data.Dataset.zip((batch_indices, examples)).map(to_example)
 
     def client_datasets(self, clients=None, **kwargs) -> list[tf.data.Dataset]:
         clients = range(self.num_clients) if clients is None else clients
