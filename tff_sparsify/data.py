@@ -189,6 +189,7 @@ class FederatedData:
         ds = tf.data.Dataset.from_tensor_slices((self.dataset.x_test, self.dataset.y_test))
         return ds.batch(batch_size).map(to_example)
 
+
 def federate(
     dataset: Dataset,
     num_clients: int,
