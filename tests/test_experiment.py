@@ -45,6 +45,18 @@ def test_other_config_in_same_directory_is_refused(resumed_run):
         experiment.run(experiment.ExperimentConfig(**{**TINY.to_dict(), "final_sparsity": 0.5}), output_dir)
 
 
+def test_a_data_path_spelled_otherwise_resumes_but_another_file_is_refused(tmp_path, monkeypatch):
+    for name in ("a.npz", "b.npz"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    config = lambda path: experiment.ExperimentConfig(dataset="fashion_mnist", data_path=path)  # noqa: E731
+    experiment._check_same_config(config("a.npz"), str(tmp_path / "run"))
+    experiment._check_same_config(config(str(tmp_path / "a.npz")), str(tmp_path / "run"))
+    experiment._check_same_config(config("./a.npz"), str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"different config \(data_path\)"):
+        experiment._check_same_config(config("b.npz"), str(tmp_path / "run"))
+
+
 def test_partial_participation_samples_seeded_subsets():
     config = experiment.ExperimentConfig(num_clients=100, participation=0.1)
     assert config.clients_per_round == 10

@@ -343,19 +343,26 @@ def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
 
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
-    """Refuses to resume a run with another config; fields added since it started take their default."""
+    """Refuses to resume a run with another config; fields added since it started take their default,
+    and a `data_path` spelled differently (relative, absolute) that names the same file is the same."""
     saved = files.read_json(os.path.join(output_dir, "config.json"))
     if saved is None:
         files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
         return
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
     current = config.to_dict()
-    changed = sorted(k for k, v in {**defaults, **saved}.items() if current.get(k) != v)
+    changed = sorted(k for k, v in {**defaults, **saved}.items() if not _same_value(k, current.get(k), v))
     if changed:
         raise ValueError(
             f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "
             "use another output directory"
         )
+
+
+def _same_value(field: str, current, saved) -> bool:
+    if field == "data_path" and current and saved and os.path.exists(current) and os.path.exists(saved):
+        return os.path.samefile(current, saved)
+    return current == saved
 
 
 def _save_state(path: str, state) -> None:
