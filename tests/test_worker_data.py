@@ -37,3 +37,16 @@ def test_a_process_with_worker_datasets_trains_exactly_as_with_python_datasets(f
             assert worker.metrics["client_work"]["train"]["num_examples"] == 2 * len(federated.dataset.y_train)
     for a, b in zip(process.get_model_weights(direct_state).trainable, composed.get_model_weights(worker_state).trainable):
         np.testing.assert_array_equal(a, b)
+
+
+def test_float_images_are_read_back_as_they_were_written():
+    digits = data.load_dataset("digits")
+    floats = data.Dataset("digits", digits.x_train.astype("float32"), digits.y_train, digits.x_test,
+                          digits.y_test, digits.spec)
+    federated = data.federate(floats, 2, batch_size=64, seed=1)
+    with worker_data.WorkerClientData(federated) as client_data:
+        built = client_data.dataset_computation(epochs=1)(client_data.sources([1], round_num=3)[0])
+        expected = federated.client_dataset(1, round_num=3)
+        for got, want in zip(built, expected, strict=True):
+            np.testing.assert_array_equal(got["x"], want["x"])
+            np.testing.assert_array_equal(got["y"], want["y"])

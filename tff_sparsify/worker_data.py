@@ -45,14 +45,15 @@ class WorkerClientData:
     def dataset_computation(self, epochs: int) -> tff.Computation:
         """A TFF computation from one client's `sources` entry to its batches of `epochs` epochs."""
         federated = self.federated
-        image_shape = federated.dataset.input_shape
+        image_shape, image_dtype = federated.dataset.input_shape, tf.as_dtype(federated.dataset.x_train.dtype)
+        label_dtype = tf.as_dtype(federated.dataset.y_train.dtype)
         source_type = collections.OrderedDict(path=tf.TensorSpec([], tf.string), seed=tf.TensorSpec([2], tf.int64))
 
         @tff.tensorflow.computation(source_type)
         def client_dataset(source):
             images, labels = tf.unstack(tf.io.parse_tensor(tf.io.read_file(source["path"]), tf.string), num=2)
-            images = tf.ensure_shape(tf.io.parse_tensor(images, tf.uint8), [None, *image_shape])
-            labels = tf.ensure_shape(tf.io.parse_tensor(labels, tf.int64), [None])
+            images = tf.ensure_shape(tf.io.parse_tensor(images, image_dtype), [None, *image_shape])
+            labels = tf.ensure_shape(tf.io.parse_tensor(labels, label_dtype), [None])
             return federated.batches(images, labels, source["seed"], epochs)
 
         return client_dataset
