@@ -1,5 +1,7 @@
 """TFF runtime set-up: one client computation per CPU core, and a worker that is freed on demand."""
 import os
+import subprocess
+import sys
 
 import psutil
 import tensorflow as tf
@@ -29,3 +31,13 @@ def test_the_runtime_runs_one_computation_per_core_and_is_released():
     compat.release_tff_runtime()
     worker.wait(timeout=30)
     assert _workers() == []
+
+
+def test_importing_tff_sparsify_sets_one_computation_per_core():
+    script = (
+        "import psutil, tensorflow as tf, tensorflow_federated as tff, tff_sparsify\n"
+        "assert int(tff.tensorflow.computation(lambda: tf.constant(1))()) == 1\n"
+        "print(*[a for p in psutil.Process().children(recursive=True) for a in p.cmdline() if 'concurrent' in a])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.split() == [f"--max_concurrent_computation_calls={len(os.sched_getaffinity(0))}"]

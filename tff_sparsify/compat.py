@@ -108,14 +108,18 @@ def ready_pruning_steps(keras_model: tf.keras.Model) -> None:
             variable.assign(READY_PRUNING_STEP)
 
 
+def _set_local_runtime(max_concurrent_calls: int | None) -> None:
+    tff.backends.native.set_sync_local_cpp_execution_context(
+        max_concurrent_computation_calls=max_concurrent_calls or len(os.sched_getaffinity(0))
+    )
+
+
 def configure_tff_runtime(max_concurrent_calls: int | None = None) -> None:
     """Makes TFF's default context a fresh local C++ runtime running at most `max_concurrent_calls`
     computations at a time (default: one per CPU core this process may use). A running
     `worker_binary` is stopped; the next computation starts a new one."""
-    tff.backends.native.set_sync_local_cpp_execution_context(
-        max_concurrent_computation_calls=max_concurrent_calls or len(os.sched_getaffinity(0))
-    )
-    gc.collect()
+    _set_local_runtime(max_concurrent_calls)
+    gc.collect()  # Finalizes the replaced context, which stops its worker.
 
 
 def release_tff_runtime() -> None:
@@ -123,7 +127,7 @@ def release_tff_runtime() -> None:
     configure_tff_runtime()
 
 
-configure_tff_runtime()
+_set_local_runtime(None)  # At import no worker runs yet: no collection (0.2 s) is needed.
 
 
 @atexit.register
