@@ -62,7 +62,7 @@ def federated():
     """Embedded digits split among 3 clients holding 4 classes each, batches of 64."""
     from tff_sparsify import data
 
-    return data.federate(data.load_dataset("digits"), 3, "label_skew", classes_per_client=4, batch_size=64)
+    return data.federate(data.load_dataset("digits"), 3, "label_skew_random", classes_per_client=4, batch_size=64)
 
 
 @pytest.fixture(scope="session")

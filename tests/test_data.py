@@ -83,7 +83,7 @@ def test_npz_missing_arrays_and_bad_labels(tmp_path):
 
 
 def test_client_datasets_serve_each_clients_examples_scaled_and_batched(digits):
-    fed = data.federate(digits, 5, "label_skew", classes_per_client=2, batch_size=16, seed=3)
+    fed = data.federate(digits, 5, "label_skew_random", classes_per_client=2, batch_size=16, seed=3)
     for client in range(5):
         batches = list(fed.client_dataset(client).as_numpy_iterator())
         x = np.concatenate([b["x"] for b in batches])

@@ -106,10 +106,14 @@ def test_communication_cost_follows_the_papers_accounting(resumed_run):
         history = json.load(f)
     for previous, row in zip(history, history[1:]):
         cost = row["communication"]
-        # Download: each of the 3 clients receives the model as the previous round left it.
-        assert cost["download_params"] == 3 * previous["nonzero_params"]
-        # Global: clients train within the broadcast mask, so uploads are no denser than it.
-        assert 0 < cost["upload_params"] <= cost["download_params"]
+        # Download: each of the 3 clients receives the model as the previous round left it: the
+        # 26,122 parameters but the kernel positions pruned (of 25,856), zero-valued biases included.
+        pruned = round(previous["sparsity"] * 25_856)
+        assert cost["download_params"] == 3 * (26_122 - pruned)
+        # Global: clients train within the broadcast mask and upload their model: as many parameters
+        # as they received (the server prunes after). The delta's nonzeros are fewer, reported apart.
+        assert cost["upload_params"] == cost["download_params"]
+        assert 0 < row["update_nonzero"] <= cost["upload_params"]
         assert cost["mask_bits"] == 0
         assert row["mbit"] == pytest.approx((cost["download_params"] + cost["upload_params"]) * 32 / 1e6)
         assert cost["upload_bytes"] <= 3 * 4 * 26_122  # Never more than dense float32.
@@ -173,3 +177,26 @@ def test_config_of_an_older_version_still_resumes(resumed_run, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     (tmp_path / "summary.json").write_text(json.dumps({"completed": True, "marker": 1}))
     assert experiment.run(TINY, str(tmp_path), progress=False)["marker"] == 1
+
+
+def test_dense_fedavg_counts_two_models_per_client_every_round(tmp_path):
+    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "algorithm": "fedavg", "rounds": 2})
+    summary = experiment.run(config, str(tmp_path), progress=False)
+    with open(tmp_path / "history.json") as f:
+        history = json.load(f)
+    for row in history:  # Round 1 too, although the zero-initialized biases are nonzero only after it.
+        assert row["communication"]["download_params"] == row["communication"]["upload_params"] == 3 * 26_122
+    assert summary["communication"]["params"] == summary["communication"]["dense_fedavg_params"] == 2 * 2 * 3 * 26_122
+    assert summary["communication"]["times_less_than_dense_fedavg"] == 1.0
+
+
+def test_resume_on_other_client_data_is_refused(resumed_run, tmp_path):
+    output_dir, *_ = resumed_run
+    for name in ("config.json", "history.json", "checkpoint.npz", "partition.json"):
+        (tmp_path / name).write_bytes(open(os.path.join(output_dir, name), "rb").read())
+    with open(tmp_path / "partition.json") as f:
+        partition = json.load(f)
+    partition["clients"][0]["classes"] = partition["clients"][0]["classes"][:1]  # Another split.
+    (tmp_path / "partition.json").write_text(json.dumps(partition))
+    with pytest.raises(ValueError, match="clients hold other examples"):
+        experiment.run(TINY, str(tmp_path), progress=False)

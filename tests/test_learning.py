@@ -70,7 +70,7 @@ def test_clients_train_only_unpruned_weights(task, federated, optimizer_fn):
     )
     output = client_work.next(client_work.initialize(), [weights] * 2, federated.client_datasets([0, 1]))
     for result in output.result:
-        for update, mask in zip(task.layout.kernels(result.update), masks):
+        for update, mask in zip(task.layout.kernels(result.update["weights"]), masks):
             assert np.all(update[mask == 0] == 0.0)
             assert np.mean(update[mask == 1] != 0.0) > 0.5
 

@@ -15,9 +15,11 @@ A dropped position is exactly 0.
 
 `MajorityVoteFactory.create(value_type, weight_type)` picks one of two modes from `value_type`:
 
-- explicit masks: a struct with exactly the fields `weights` and `masks`, two structures of float
-  tensors of the same shapes. The result has the same type: the merged weights and the voted mask
-  (1.0 kept, 0.0 dropped).
+- explicit masks: a struct with the fields `weights` and `masks`, two structures of float tensors of
+  the same shapes, and optionally `statistics` (values that are neither voted nor masked: the
+  BatchNorm moving statistics, merged into their example-weighted mean sum_i n_i s_i / sum_i n_i).
+  The result has the same type: the merged weights, the voted mask (1.0 kept, 0.0 dropped) and the
+  merged statistics.
 - derived masks: any other structure of float tensors. A client's mask is `value != 0` (its zeros
   are its pruned positions) and the result has the value's type, so the factory can be the
   `model_aggregator` of `tff.learning.algorithms.build_weighted_fed_avg`. There the values are
@@ -39,6 +41,7 @@ import tensorflow_federated as tff
 AVERAGE_OVER = ("all", "keepers")
 HISTOGRAM_BINS = 10
 EXPLICIT_FIELDS = ("weights", "masks")
+STATISTICS_FIELD = "statistics"
 
 
 class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
@@ -56,6 +59,7 @@ class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
     def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
         """An `AggregationProcess` (empty state) merging `value_type`s weighted by `weight_type`."""
         explicit = _has_explicit_masks(value_type)
+        with_statistics = explicit and STATISTICS_FIELD in tff.structure.name_list(value_type)
         _check_types(value_type, explicit, weight_type)
         keepers = self._average_over == "keepers"
         quorum = self._quorum
@@ -66,7 +70,10 @@ class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
                 weights, masks = _flatten(value["weights"]), _flatten(value["masks"])
             else:
                 weights = masks = _flatten(value)
-            return _client_sums(weights, [tf.not_equal(m, 0) for m in masks], weight, keepers)
+            sums = _client_sums(weights, [tf.not_equal(m, 0) for m in masks], weight, keepers)
+            if with_statistics:
+                sums[STATISTICS_FIELD] = [s * tf.cast(weight, s.dtype) for s in _flatten(value[STATISTICS_FIELD])]
+            return sums
 
         @tff.tensorflow.computation(client_sums.type_signature.result)
         def merge(sums):
@@ -76,6 +83,8 @@ class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
                 mask_types = tff.structure.flatten(value_type.masks)
                 masks = [tf.cast(k, t.dtype) for k, t in zip(keeps, mask_types)]
                 fields = {"weights": merged, "masks": masks}
+                if with_statistics:
+                    fields[STATISTICS_FIELD] = [s / tf.cast(sums["weight"], s.dtype) for s in sums[STATISTICS_FIELD]]
                 flat = [t for name in tff.structure.name_list(value_type) for t in fields[name]]
             return collections.OrderedDict(
                 result=_pack(value_type, flat),
@@ -173,12 +182,12 @@ def _masked(keep, tensor):
 
 
 def _has_explicit_masks(value_type) -> bool:
-    """Whether `value_type` is a struct with exactly the fields `weights` and `masks`."""
-    return (
-        isinstance(value_type, tff.types.StructType)
-        and len(value_type) == len(EXPLICIT_FIELDS)
-        and set(tff.structure.name_list(value_type)) == set(EXPLICIT_FIELDS)
-    )
+    """Whether `value_type` is a struct with the fields `weights` and `masks` (and, optionally,
+    `statistics`), and no others."""
+    if not isinstance(value_type, tff.types.StructType):
+        return False
+    names = set(tff.structure.name_list(value_type))
+    return names in (set(EXPLICIT_FIELDS), {*EXPLICIT_FIELDS, STATISTICS_FIELD})
 
 
 def _check_types(value_type, explicit: bool, weight_type) -> None:

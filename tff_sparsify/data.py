@@ -58,6 +58,21 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return self.spec.image_shape
 
+    def first_per_class(self, count: int) -> Dataset:
+        """This dataset with only the first `count` training examples of each class (in stored order)
+        and the whole test split: a class-balanced subset for scaled-down protocols."""
+        present = np.bincount(self.y_train, minlength=self.num_classes)
+        smallest = int(present[present > 0].min())
+        if not isinstance(count, (int, np.integer)) or not 1 <= count <= smallest:
+            raise ValueError(f"train_examples_per_class must be an integer in [1, {smallest}] (the "
+                             f"smallest class of {self.name}), got {count!r}")
+        rank = np.empty(len(self.y_train), np.int64)  # Position of each example within its class.
+        order = np.argsort(self.y_train, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(present)[:-1]])
+        rank[order] = np.arange(len(order)) - np.repeat(starts, present)
+        keep = rank < count
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
+
     def scaled(self, images) -> tf.Tensor:
         """`images` as the models see them: float32 in [0, 1]."""
         return tf.cast(images, tf.float32) * (1.0 / self.spec.max_value)

@@ -37,6 +37,7 @@ class ExperimentConfig:
     algorithm: str = "fedsparsify_global"
     dataset: str = "digits"
     data_path: str | None = None
+    train_examples_per_class: int | None = None  # Only the first n of each class (scaled protocols).
     model: str | None = None  # None: the paper's model for the dataset.
     partition: str = "iid"
     classes_per_client: int | None = None
@@ -86,6 +87,8 @@ class ExperimentConfig:
             raise ValueError(f"fine_tune_rounds must be in [1, {self.rounds - 1}] (rounds - 1), got {self.fine_tune_rounds!r}")
         if not self.proximal_strength >= 0:
             raise ValueError(f"proximal_strength must be >= 0, got {self.proximal_strength!r}")
+        if self.train_examples_per_class is not None and self.train_examples_per_class < 1:
+            raise ValueError(f"train_examples_per_class must be an integer >= 1, got {self.train_examples_per_class!r}")
         if self.saliency_batches is not None and self.saliency_batches < 1:
             raise ValueError(f"saliency_batches must be an integer >= 1, got {self.saliency_batches!r}")
         if not (isinstance(self.readjust_every, int) and self.readjust_every >= 1):
@@ -215,8 +218,11 @@ def run(
     if history and not os.path.exists(checkpoint):
         raise ValueError(f"output_dir {output_dir!r} has {len(history)} rounds of history but no "
                          "checkpoint.npz to resume from; use another output directory")
+    dataset = data.load_dataset(config.dataset, path=config.data_path)
+    if config.train_examples_per_class is not None:
+        dataset = dataset.first_per_class(config.train_examples_per_class)
     federated = data.federate(
-        data.load_dataset(config.dataset, path=config.data_path),
+        dataset,
         config.num_clients,
         config.partition,
         classes_per_client=config.classes_per_client,
@@ -224,6 +230,7 @@ def run(
         batch_size=config.batch_size,
         seed=config.seed,
     )
+    _check_same_partition(federated.partition.describe(), output_dir, resuming=bool(history))
     files.write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
     model_name = config.model or models.DEFAULT_MODEL[config.dataset]
     dataset = federated.dataset
@@ -248,8 +255,10 @@ def run(
             output = process.next(state, client_data.sources(sample_clients(config, round_num), round_num))
             state = output.state
             row = _history_row(round_num, output.metrics, evaluator(process.get_model_weights(state)))
-            cost = ledger.add(_round_cost(config, output.metrics["client_work"]["communication"], num_prunable))
-            row.update(mbit=cost.mbit, cumulative_mbit=ledger.mbit, communication=cost.to_dict())
+            communication = output.metrics["client_work"]["communication"]
+            cost = ledger.add(_round_cost(config, communication, num_prunable))
+            row.update(mbit=cost.mbit, cumulative_mbit=ledger.mbit, communication=cost.to_dict(),
+                       update_nonzero=int(communication["update_nonzero"]))
             row["seconds"] = round(time.perf_counter() - started, 3)
             history.append(row)
             _save_state(checkpoint, state)
@@ -270,11 +279,12 @@ def run(
 
 
 def _round_cost(config: ExperimentConfig, communication, num_prunable: int) -> metrics.RoundCost:
-    """The round's paper-style cost (appendix C); FedSparsify-Local clients also upload a mask."""
+    """The round's paper-style cost (appendix C: the models sent, see `learning.client_work`);
+    FedSparsify-Local clients also upload a mask."""
     clients = int(communication["clients"])
     return metrics.RoundCost(
-        download_params=int(communication["download_nonzero"]),
-        upload_params=int(communication["upload_nonzero"]),
+        download_params=int(communication["download_params"]),
+        upload_params=int(communication["upload_params"]),
         mask_bits=clients * num_prunable if config.algorithm == "fedsparsify_local" else 0,
         download_bytes=int(communication["download_bytes"]),
         upload_bytes=int(communication["upload_bytes"]),
@@ -286,7 +296,9 @@ class _Evaluator:
 
     def __init__(self, task: learning.ModelTask, test_dataset: tf.data.Dataset):
         self.model = task.wrapped_keras_model()
-        self.num_params = sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
+        # Parameters as the paper counts them: trainable weights and BatchNorm statistics.
+        sent = [*self.model.trainable_weights, *models.batch_norm_statistics(self.model)]
+        self.num_params = sum(int(np.prod(v.shape)) for v in sent)
         self.model.compile(loss=task.loss_fn(), metrics=task.metrics_fn())
         self.test_dataset = test_dataset.map(lambda batch: (batch["x"], batch["y"]))
 
@@ -356,6 +368,17 @@ def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
         raise ValueError(
             f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "
             "use another output directory"
+        )
+
+
+def _check_same_partition(partition: dict, output_dir: str, resuming: bool) -> None:
+    """Refuses to resume on other client data than the run started with (e.g. a partition scheme
+    whose rule changed since: `label_skew` was random class dealing before it was the paper's)."""
+    saved = files.read_json(os.path.join(output_dir, "partition.json"))
+    if resuming and saved is not None and saved["clients"] != partition["clients"]:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a run whose clients hold other examples than "
+            f"partition={partition['partition']!r} gives now (see its partition.json); use another output directory"
         )
 
 

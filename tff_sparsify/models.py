@@ -131,6 +131,21 @@ def mask_variables(model: tf.keras.Model) -> list[tf.Variable]:
     return [mask for w in pruning_wrappers(model) for _, mask, _ in w.pruning_vars]
 
 
+def batch_norm_statistics(model: tf.keras.Model) -> list[tf.Variable]:
+    """The BatchNorm moving means and variances, in `model.non_trainable_weights` order.
+
+    Non-trainable, so TFF's stock client work never sends them; the learning processes federate
+    them (their example-weighted mean over the clients, as the authors' FedAvg over all weights).
+    """
+    statistics = {
+        v.ref()
+        for layer in model.submodules
+        if isinstance(layer, layers.BatchNormalization)
+        for v in (layer.moving_mean, layer.moving_variance)
+    }
+    return [v for v in model.non_trainable_weights if v.ref() in statistics]
+
+
 def initial_model_weights(model: tf.keras.Model):
     """`tff.learning.models.ModelWeights` of a wrapped model, ready to train inside TFF.
 

@@ -1,14 +1,26 @@
 """Split a labelled dataset among federated clients (FedSparsify paper, section 5 and appendix B).
 
-Pure NumPy. Every partition returns one array of example indices per client; together they cover
-the dataset exactly once (no overlap, nothing dropped). All are deterministic for a given seed.
+Pure NumPy. Every partition returns one array of example indices per client, without overlap.
 
-- `iid`: a random equal split.
-- `label_skew`: each client holds exactly `classes_per_client` distinct labels. As in the paper, the
-  data is sorted by label and cut into `num_clients * classes_per_client` label-pure shards, and each
-  client receives `classes_per_client` shards of distinct labels. Shards are cut within each class,
-  so they stay label-pure even when class sizes differ.
-- `dirichlet`: per class, client shares drawn from Dirichlet(alpha) (Hsu et al., 2019).
+- `iid`: a random equal split; covers every example.
+- `label_skew`: the paper's non-IID rule, the authors' deterministic one (it ignores the seed). The
+  examples are stably sorted by label and cut into `num_clients * classes_per_client` contiguous
+  shards of `N // (num_clients * classes_per_client)` examples; the remainder at the end of the
+  sorted order (`N mod (num_clients * classes_per_client)` examples, fewer than the number of shards)
+  is left out (`Partition.num_left_out`). Clients 0, 1, ... in turn take the first remaining shards
+  whose labels they do not hold yet, until each has `classes_per_client` shards. On balanced data
+  this gives only a few distinct class sets (FashionMNIST, 10 clients, 2 classes: clients 0-1 hold
+  {0, 1}, 2-3 hold {2, 3}, ...), which is what makes the paper's non-IID setting hard. When class
+  sizes are not multiples of the shard size (e.g. `digits`), shards straddle labels, and a client
+  that finds no shard of new labels is a ValueError.
+- `label_skew_random`: each client holds exactly `classes_per_client` distinct labels, dealt at
+  random from label-pure shards cut within each class; covers every example. The random dealing
+  links the classes together and is measurably easier than the paper's rule (about +3 to +6 points
+  of accuracy on FashionMNIST), so it is an extra, not the paper's setting.
+- `dirichlet`: per class, client shares drawn from Dirichlet(alpha) (Hsu et al., 2019); covers every
+  example.
+
+All are deterministic for a given seed.
 """
 from __future__ import annotations
 
@@ -16,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-PARTITIONS = ("iid", "label_skew", "dirichlet")
+PARTITIONS = ("iid", "label_skew", "label_skew_random", "dirichlet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +56,21 @@ class Partition:
     def classes_per_client(self) -> list[list[int]]:
         return [np.flatnonzero(row).tolist() for row in self.class_counts()]
 
+    def left_out(self) -> np.ndarray:
+        """Sorted indices of the examples no client holds (only the paper's `label_skew` leaves any)."""
+        return np.setdiff1d(np.arange(len(self.labels)), np.concatenate(self.client_indices))
+
+    @property
+    def num_left_out(self) -> int:
+        return len(self.labels) - sum(self.examples_per_client())
+
     def describe(self) -> dict:
-        """JSON-ready summary: examples and classes per client."""
+        """JSON-ready summary: examples held, examples left out, and examples and classes per client."""
         return {
             "partition": self.name,
             "num_clients": self.num_clients,
             "num_examples": int(sum(self.examples_per_client())),
+            "num_left_out": self.num_left_out,
             "clients": [
                 {"client": i, "examples": n, "classes": classes}
                 for i, (n, classes) in enumerate(
@@ -76,10 +97,13 @@ def partition(
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         indices = _iid(len(labels), num_clients, rng)
-    elif scheme == "label_skew":
-        if classes_per_client is None:
-            raise ValueError("classes_per_client is required for the label_skew partition")
-        indices = _label_skew(labels, num_clients, classes_per_client, num_classes, rng)
+    elif scheme in ("label_skew", "label_skew_random"):
+        num_present = np.count_nonzero(np.bincount(labels, minlength=num_classes))
+        _check_classes_per_client(classes_per_client, num_present, scheme)
+        if scheme == "label_skew":
+            indices = _paper_label_skew(labels, num_clients, classes_per_client)
+        else:
+            indices = _label_skew_random(labels, num_clients, classes_per_client, num_classes, rng)
     elif scheme == "dirichlet":
         if alpha is None:
             raise ValueError("alpha is required for the dirichlet partition")
@@ -98,24 +122,75 @@ def _check_clients(num_clients: int, num_examples: int) -> None:
         )
 
 
+def _check_classes_per_client(classes_per_client, num_present: int, scheme: str) -> None:
+    if classes_per_client is None:
+        raise ValueError(f"classes_per_client is required for the {scheme} partition")
+    if not isinstance(classes_per_client, (int, np.integer)) or not 1 <= classes_per_client <= num_present:
+        raise ValueError(
+            f"classes_per_client must be an integer in [1, {num_present}] (the number of classes "
+            f"present), got {classes_per_client!r}"
+        )
+
+
 def _iid(num_examples: int, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Random split into sizes that differ by at most one."""
     return np.array_split(rng.permutation(num_examples), num_clients)
 
 
-def _label_skew(
+def _paper_label_skew(labels: np.ndarray, num_clients: int, classes_per_client: int) -> list[np.ndarray]:
+    """The FedSparsify paper's non-IID rule (section 5, appendix B), the authors' deterministic one.
+
+    Stable sort by label, `num_clients * classes_per_client` contiguous shards of equal size (the
+    remainder at the end of the sorted order is left out); clients 0..K-1 in turn take the first
+    remaining shards whose labels they do not hold yet, until each has `classes_per_client` shards.
+    Ignores the seed. When class sizes are not multiples of the shard size, a shard can straddle two
+    labels, and a client can then hold more than `classes_per_client` classes.
+    """
+    num_shards = num_clients * classes_per_client
+    if num_shards > len(labels):
+        raise ValueError(
+            f"num_clients * classes_per_client ({num_shards}) must be at most the number of examples "
+            f"({len(labels)}) for the label_skew partition, so that every shard holds an example"
+        )
+    shard_size = len(labels) // num_shards
+    order = np.argsort(labels, kind="stable")[: num_shards * shard_size]
+    shards = order.reshape(num_shards, shard_size)
+    shard_labels = [set(np.unique(labels[shard]).tolist()) for shard in shards]
+    free = np.ones(num_shards, dtype=bool)
+    client_indices = []
+    for client in range(num_clients):
+        held: set[int] = set()
+        taken = []
+        for shard in np.flatnonzero(free):
+            if held.isdisjoint(shard_labels[shard]):
+                taken.append(shard)
+                held |= shard_labels[shard]
+                if len(taken) == classes_per_client:
+                    break
+        else:
+            raise ValueError(
+                f"label_skew cannot split the data for num_clients={num_clients} and "
+                f"classes_per_client={classes_per_client}: client {client} finds only {len(taken)} "
+                f"remaining shard(s) of {shard_size} examples whose labels it does not hold yet"
+            )
+        free[taken] = False
+        client_indices.append(shards[taken].reshape(-1))
+    return client_indices
+
+
+def _label_skew_random(
     labels: np.ndarray,
     num_clients: int,
     classes_per_client: int,
     num_classes: int,
     rng: np.random.Generator,
 ) -> list[np.ndarray]:
+    """Each client gets `classes_per_client` label-pure shards of distinct classes, dealt at random.
+
+    Not the paper's rule (see `_paper_label_skew`): random class sets link the classes together, which
+    makes training measurably easier (about +3 to +6 points of accuracy on FashionMNIST).
+    """
     present = np.flatnonzero(np.bincount(labels, minlength=num_classes))
-    if not 1 <= classes_per_client <= len(present):
-        raise ValueError(
-            f"classes_per_client must be in [1, {len(present)}] (the number of classes present), "
-            f"got {classes_per_client}"
-        )
     num_shards = num_clients * classes_per_client
     if num_shards < len(present):
         raise ValueError(
@@ -128,7 +203,7 @@ def _label_skew(
     class_sizes = np.bincount(labels, minlength=num_classes)[present]
     if np.any(class_sizes < shards_per_class):
         raise ValueError(
-            f"label_skew needs at least {shards_per_class.max()} examples per class for "
+            f"label_skew_random needs at least {shards_per_class.max()} examples per class for "
             f"num_clients={num_clients} and classes_per_client={classes_per_client}"
         )
     client_classes = _assign_distinct_classes(shards_per_class, num_clients, classes_per_client, rng)

@@ -1,27 +1,33 @@
 """Client work that trains within the broadcast masks (and, for FedSparsify-Local, prunes locally).
 
-Each client assigns the broadcast `ModelWeights` (kernels, biases, TFMOT masks) to its model and runs
-local SGD with the kernel gradients multiplied by the masks, so pruned weights stay exactly zero and
-the update `initial - final` is exactly zero at pruned positions (TFF's sign convention).
+Each client assigns the broadcast `ModelWeights` (kernels, biases, TFMOT masks, BatchNorm statistics)
+to its model and runs local SGD with the kernel gradients multiplied by the masks, so pruned weights
+stay exactly zero and the update `initial - final` is exactly zero at pruned positions (TFF's sign
+convention).
 
-FedSparsify-Global: the update is the model delta. FedSparsify-Local: each client then prunes its own
-model to the round's target s(t) (paper eq. 1) by global magnitude and sends
-`OrderedDict(weights=delta, masks=masks)`, one mask per trainable tensor (all ones for biases), for
-the server's majority vote (paper eq. 2).
-
-PruneFL (`report_squared_gradients`): the update is `OrderedDict(weights=delta,
-squared_gradients=...)`, the second holding, per prunable kernel (layout order), the sum over the
-client's local steps of its squared loss gradient taken before masking (dense: pruned positions get
-an importance too, so they can regrow). The mean aggregator averages it example-weighted with the
-delta; the server uses it at readjustment rounds (`finalizers`, mask source "readjust"). Clients
-report it every round (the server ignores it on other rounds), and it is not counted in the
-communication measurements below: they count the model traffic only (the original PruneFL sends
-importances at readjustment rounds only).
+Every client sends its model: `ClientResult.update` is an `OrderedDict` with
+- `weights`: the trainable weights' delta `initial - final`; for FedSparsify-Local, `final` is the
+  client's model pruned to the round's target s(t) (paper eq. 1) by global magnitude;
+- `masks` (FedSparsify-Local): one binary mask per trainable tensor (all ones for biases), for the
+  server's majority vote (paper eq. 2);
+- `squared_gradients` (PruneFL, `report_squared_gradients`): per prunable kernel (layout order), the
+  sum over the client's local steps of its squared loss gradient taken before masking (dense:
+  pruned positions get an importance too, so they can regrow). The server uses it at readjustment
+  rounds (`finalizers`, mask source "readjust"). Not counted below (the original PruneFL sends
+  importances at readjustment rounds only);
+- `statistics` (models with BatchNorm): the BatchNorm moving means and variances the client holds
+  after local training, as values (not deltas). The aggregators average them example-weighted and
+  the finalizer sets them (DESIGN, "BatchNorm statistics"; the authors' FedAvg over all weights).
 
 Measurements, summed over the round's clients, feed the communication-cost accounting (paper
-appendix C, `tff_sparsify.metrics`): nonzeros received (`download_nonzero`) and sent
-(`upload_nonzero`: the update's, or for Local the pruned weights' nonzeros, whose positions the mask
-gives), and the bytes of their sparse encodings (`download_bytes`, `upload_bytes`).
+appendix C, `tff_sparsify.metrics`), on one basis for every algorithm: the model sent.
+`download_params` and `upload_params` count the parameters of the model received and of the model
+sent (the kernel positions their masks keep, all other trainable weights, the BatchNorm
+statistics), so dense FedAvg counts exactly 2 x clients x parameters per round. `update_nonzero`,
+for information, counts the nonzeros of the delta (zero wherever a client's data never reaches a
+weight), which is not what the paper counts. `download_bytes` and `upload_bytes` are the sizes of
+the cheapest lossless per-tensor encoding (dense, bitmap or coordinate list; `metrics.encoded_bytes`)
+of the same models' values.
 """
 from __future__ import annotations
 
@@ -101,35 +107,37 @@ def build_masked_client_work(
                 step,
             )
             final = list(model_weights.trainable)
-            if local_schedule is None:
-                update = [a - b for a, b in zip(initial_weights.trainable, final)]
-                sent = update
-                if report_squared_gradients:
-                    update = collections.OrderedDict(weights=update, squared_gradients=list(squared))
-            else:
+            broadcast_masks = layout.masks(initial_weights.non_trainable)
+            kernel_masks = broadcast_masks
+            if local_schedule is not None:
                 kernel_masks = pruning.magnitude_masks(
                     layout.kernels(final),
                     targets.target_sparsity(local_schedule, round_num + 1),
-                    layout.masks(initial_weights.non_trainable),
+                    broadcast_masks,
                     block_size=block_size,
                 )
-                pruned = layout.replace_kernels(
-                    final, pruning.apply_masks(layout.kernels(final), kernel_masks)
-                )
-                update = collections.OrderedDict(
-                    weights=[a - b for a, b in zip(initial_weights.trainable, pruned)],
-                    masks=layout.full_masks(final, kernel_masks),
-                )
-                sent = pruned
+                final = layout.replace_kernels(final, pruning.apply_masks(layout.kernels(final), kernel_masks))
+            update = collections.OrderedDict(weights=[a - b for a, b in zip(initial_weights.trainable, final)])
+            if local_schedule is not None:
+                update["masks"] = layout.full_masks(final, kernel_masks)
+            if report_squared_gradients:
+                update["squared_gradients"] = list(squared)
+            statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
+            if statistics:
+                update["statistics"] = statistics
             result = tff.learning.templates.ClientResult(
                 update=update, update_weight=tf.cast(num_examples, tf.float32)
             )
+            broadcast_statistics = layout.statistics(initial_weights.non_trainable)
             communication = collections.OrderedDict(
                 clients=tf.constant(1, tf.int64),
-                download_nonzero=pruning.count_nonzero(initial_weights.trainable),
-                upload_nonzero=pruning.count_nonzero(sent),
-                download_bytes=metrics.encoded_bytes(list(initial_weights.trainable)),
-                upload_bytes=metrics.encoded_bytes(sent),
+                download_params=_params_sent(
+                    layout, initial_weights.trainable, broadcast_masks, broadcast_statistics
+                ),
+                upload_params=_params_sent(layout, final, kernel_masks, statistics),
+                update_nonzero=pruning.count_nonzero(update["weights"]),
+                download_bytes=metrics.encoded_bytes([*initial_weights.trainable, *broadcast_statistics]),
+                upload_bytes=metrics.encoded_bytes([*final, *statistics]),
             )
             return result, model.report_local_unfinalized_metrics(), communication
 
@@ -159,3 +167,11 @@ def build_masked_client_work(
         return tff.templates.MeasuredProcessOutput(next_round, results, measurements)
 
     return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+
+
+def _params_sent(layout, trainable, kernel_masks, statistics) -> tf.Tensor:
+    """Parameters of a sparse model as sent (paper appendix C): the kernel positions its masks keep,
+    every other trainable weight and the BatchNorm statistics; an int64 scalar. A kept weight that
+    is 0 by chance (a zero-initialized bias) is sent all the same, so a dense model counts fully."""
+    kept = pruning.count_nonzero(layout.full_masks(trainable, kernel_masks))
+    return kept + sum(tf.size(s, out_type=tf.int64) for s in statistics)

@@ -14,8 +14,11 @@ The new masks come from one of five sources:
   PruneFL's adaptive choice of the model size at each readjustment is not implemented (as in the
   FedSparsify authors' comparison, which fixes the sparsity). The `sparsity` measurement counts
   zero kernels, so right after a readjustment that regrows it is above s_f (regrown weights are 0).
+The update is the client work's `OrderedDict` (`weights` = the aggregated delta, see `client_work`).
 The kernels are multiplied by the new masks, which are written into the model's TFMOT mask
-variables, so `get_model_weights` returns the sparse model with its masks. The state counts rounds.
+variables, so `get_model_weights` returns the sparse model with its masks. The BatchNorm moving
+statistics are set to the aggregated `statistics` (the clients' example-weighted mean, DESIGN
+"BatchNorm statistics"); the server optimizer never touches them. The state counts rounds.
 """
 from __future__ import annotations
 
@@ -32,7 +35,6 @@ from tff_sparsify.learning.task import WeightsLayout
 
 MASK_SOURCES = ("prune", "random", "vote", "keep", "readjust")
 SCHEDULED_SOURCES = ("prune", "random")
-STRUCTURED_UPDATE_SOURCES = ("vote", "readjust")  # The update is OrderedDict(weights=, ...).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +90,8 @@ def build_masking_finalizer(
 
     @tff.tensorflow.computation(state_type, model_weights_type, update_type)
     def finalize(state, weights, update):
-        delta = update["weights"] if mask_source in STRUCTURED_UPDATE_SOURCES else update
         optimizer_state, trainable = optimizer.next(
-            state["optimizer"], tuple(weights.trainable), tuple(delta)
+            state["optimizer"], tuple(weights.trainable), tuple(update["weights"])
         )
         round_num = state["round_num"] + 1
         kernels, masks = layout.kernels(trainable), layout.masks(weights.non_trainable)
@@ -116,9 +117,10 @@ def build_masking_finalizer(
                 lambda: current,
             )
         trainable = layout.replace_kernels(trainable, pruning.apply_masks(kernels, masks))
-        new_weights = tff.learning.models.ModelWeights(
-            trainable=trainable, non_trainable=layout.replace_masks(weights.non_trainable, masks)
-        )
+        non_trainable = layout.replace_masks(weights.non_trainable, masks)
+        if layout.statistic_indices:
+            non_trainable = layout.replace_statistics(non_trainable, update["statistics"])
+        new_weights = tff.learning.models.ModelWeights(trainable=trainable, non_trainable=non_trainable)
         measurements = collections.OrderedDict(
             round=round_num,
             target_sparsity=target,

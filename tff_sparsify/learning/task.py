@@ -23,11 +23,13 @@ def _default_metrics() -> list[tf.keras.metrics.Metric]:
 
 @dataclasses.dataclass(frozen=True)
 class WeightsLayout:
-    """Positions of the prunable kernels in `ModelWeights.trainable` and of their masks in
-    `ModelWeights.non_trainable` (one to one, in layer order)."""
+    """Positions of the prunable kernels in `ModelWeights.trainable`, of their masks in
+    `ModelWeights.non_trainable` (one to one, in layer order), and of the BatchNorm moving
+    statistics in `ModelWeights.non_trainable` (`models.batch_norm_statistics`)."""
 
     kernel_indices: tuple[int, ...]
     mask_indices: tuple[int, ...]
+    statistic_indices: tuple[int, ...] = ()
 
     def kernels(self, trainable: Sequence[Any]) -> list:
         return [trainable[i] for i in self.kernel_indices]
@@ -40,6 +42,12 @@ class WeightsLayout:
 
     def replace_masks(self, non_trainable: Sequence[Any], masks: Sequence[Any]) -> list:
         return _replace(non_trainable, self.mask_indices, masks)
+
+    def statistics(self, non_trainable: Sequence[Any]) -> list:
+        return [non_trainable[i] for i in self.statistic_indices]
+
+    def replace_statistics(self, non_trainable: Sequence[Any], statistics: Sequence[Any]) -> list:
+        return _replace(non_trainable, self.statistic_indices, statistics)
 
     def full_masks(self, trainable: Sequence[Any], masks: Sequence[Any]) -> list:
         """One mask per trainable tensor: the kernel masks, all-ones for the rest."""
@@ -98,6 +106,7 @@ class ModelTask:
             return WeightsLayout(
                 tuple(trainable[v.ref()] for v in models.prunable_weights(keras_model)),
                 tuple(non_trainable[v.ref()] for v in models.mask_variables(keras_model)),
+                tuple(non_trainable[v.ref()] for v in models.batch_norm_statistics(keras_model)),
             )
 
     @functools.cached_property
