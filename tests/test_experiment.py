@@ -50,7 +50,8 @@ def test_a_data_path_spelled_otherwise_resumes_but_another_file_is_refused(tmp_p
         (tmp_path / name).write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     config = lambda path: experiment.ExperimentConfig(dataset="fashion_mnist", data_path=path)  # noqa: E731
-    experiment._check_same_config(config("a.npz"), str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config("a.npz").to_dict()))  # As a run saves it.
     experiment._check_same_config(config(str(tmp_path / "a.npz")), str(tmp_path / "run"))
     experiment._check_same_config(config("./a.npz"), str(tmp_path / "run"))
     with pytest.raises(ValueError, match=r"different config \(data_path\)"):
@@ -200,3 +201,11 @@ def test_resume_on_other_client_data_is_refused(resumed_run, tmp_path):
     (tmp_path / "partition.json").write_text(json.dumps(partition))
     with pytest.raises(ValueError, match="clients hold other examples"):
         experiment.run(TINY, str(tmp_path), progress=False)
+
+
+def test_a_split_the_paper_rule_refuses_is_a_clear_error_that_writes_nothing(tmp_path):
+    # Digits' classes are unequal (174-183 examples), so 20 shards of 71 cannot stay label-pure.
+    config = experiment.ExperimentConfig(partition="label_skew", classes_per_client=2, num_clients=10)
+    with pytest.raises(ValueError, match="num_clients=10 and classes_per_client=2"):
+        experiment.run(config, str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -208,7 +208,6 @@ def run(
 
     `stop_after` ends this invocation after that many rounds (run again to resume).
     """
-    os.makedirs(output_dir, exist_ok=True)
     _check_same_config(config, output_dir)
     finished = files.read_json(os.path.join(output_dir, "summary.json"))
     if finished and finished["completed"]:
@@ -231,6 +230,8 @@ def run(
         seed=config.seed,
     )
     _check_same_partition(federated.partition.describe(), output_dir, resuming=bool(history))
+    # Written once the data is split: a config the partition refuses leaves nothing behind.
+    files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
     files.write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
     model_name = config.model or models.DEFAULT_MODEL[config.dataset]
     dataset = federated.dataset
@@ -359,7 +360,6 @@ def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
     and a `data_path` spelled differently (relative, absolute) that names the same file is the same."""
     saved = files.read_json(os.path.join(output_dir, "config.json"))
     if saved is None:
-        files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
         return
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
     current = config.to_dict()

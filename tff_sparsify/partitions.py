@@ -171,7 +171,8 @@ def _paper_label_skew(labels: np.ndarray, num_clients: int, classes_per_client: 
             raise ValueError(
                 f"label_skew cannot split the data for num_clients={num_clients} and "
                 f"classes_per_client={classes_per_client}: client {client} finds only {len(taken)} "
-                f"remaining shard(s) of {shard_size} examples whose labels it does not hold yet"
+                f"remaining shard(s) of {shard_size} examples whose labels it does not hold yet "
+                "(label_skew_random cuts label-pure shards and deals them at random)"
             )
         free[taken] = False
         client_indices.append(shards[taken].reshape(-1))
