@@ -11,7 +11,8 @@ kept iff v >= quorum and then gets
 - `average_over="keepers"`: sum_i n_i m_i w_i / sum_i n_i m_i, the mean over the clients that
   kept it (other clients' values there are ignored; this also holds for model deltas).
 
-A dropped position is exactly 0.
+A dropped position is exactly 0. Clients of weight 0 (no examples, or an update the client work
+left out as non-finite) neither vote nor count in K.
 
 `MajorityVoteFactory.create(value_type, weight_type)` picks one of two modes from `value_type`:
 
@@ -112,13 +113,16 @@ def _client_sums(weights, keeps, weight, keepers: bool):
     """One client's summands: its weighted values, its votes, its weight and a client count.
 
     For `keepers`, values at the client's pruned positions are left out, and so is its weight there.
+    A client of weight 0 (no examples, or a non-finite update the client work left out) does not vote.
     """
+    voting = weight > 0
+    keeps = [tf.logical_and(k, voting) for k in keeps]
     weighted = [w * tf.cast(weight, w.dtype) for w in weights]
     sums = collections.OrderedDict(
         weighted=[_masked(k, x) for x, k in zip(weighted, keeps)] if keepers else weighted,
         votes=[tf.cast(k, tf.int32) for k in keeps],
         weight=weight,
-        num_clients=tf.constant(1, tf.int32),
+        num_clients=tf.cast(voting, tf.int32),
     )
     if keepers:
         sums["keeper_weight"] = [

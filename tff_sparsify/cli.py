@@ -20,7 +20,7 @@ import sys
 import typing
 from typing import Callable
 
-from tff_sparsify import experiment, export, grid, report
+from tff_sparsify import experiment, export, files, grid, report
 
 
 def _flag(name: str) -> str:
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
             raise ValueError(f"--stop-after must be an integer >= 1, got {args.stop_after}")
         COMMANDS[args.command](args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, experiment.NonFiniteError, files.DirectoryInUseError) as error:
         parser.error(_flag_error(error))
     return 0
 

@@ -1,14 +1,18 @@
 """Runs one federated experiment: config -> data -> learning process -> rounds, with results on disk.
 
 An output directory holds `config.json`, `history.csv` / `history.json` (one row per round),
-`checkpoint.npz` (the process state after the last completed round), `summary.json`, `history.png`
-and `final_model.keras` (TFMOT wrappers stripped, pruned weights exactly zero). Every file is
-written atomically. Running the same config into the same directory resumes after the last
-completed round.
+`checkpoint.npz` (the process state after the last completed round and the history up to it: the
+round's one commit point), `history.png`, `final_model.keras` (TFMOT wrappers stripped, pruned
+weights exactly zero) and, last, `summary.json`. Every file is written atomically, and nothing is
+written before the config, data and partition are checked. Running the same config into the same
+directory resumes after the last checkpointed round; one process at a time may use a directory.
+Clients whose update is not finite are left out of their round; a round with no finite update, or
+a non-finite global model, stops the run at its last checkpoint (`NonFiniteError`).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import time
@@ -28,6 +32,13 @@ ALGORITHMS = (
     "random", "snip", "grasp", "prunefl",
 )
 LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
+CHECKPOINT_FILE = "checkpoint.npz"
+FINAL_MODEL_FILE = "final_model.keras"
+HISTORY_KEY = "history"  # The history inside the checkpoint.
+
+
+class NonFiniteError(RuntimeError):
+    """A round produced no finite update, or a non-finite global model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,21 +217,24 @@ def run(
 ) -> dict:
     """Runs (or resumes) `config` in `output_dir`; returns the summary.
 
-    `stop_after` ends this invocation after that many rounds (run again to resume).
+    `stop_after` ends this invocation after that many rounds (run again to resume). The checkpoint is
+    the one commit point of a round: it holds the process state and the history up to that round, so
+    a run killed at any moment resumes exactly after its last checkpointed round. `summary.json` is
+    written last, once the final model and the plot exist. One process at a time owns `output_dir`.
     """
     _check_same_config(config, output_dir)
-    finished = files.read_json(os.path.join(output_dir, "summary.json"))
-    if finished and finished["completed"]:
-        return finished
-    history = _read_history(output_dir)
-    checkpoint = os.path.join(output_dir, "checkpoint.npz")
-    if history and not os.path.exists(checkpoint):
-        raise ValueError(f"output_dir {output_dir!r} has {len(history)} rounds of history but no "
-                         "checkpoint.npz to resume from; use another output directory")
+    if _finished(output_dir):
+        return files.read_json(os.path.join(output_dir, "summary.json"))
+    federated = _federated_data(config)  # Validates data and partition before anything is written.
+    with files.exclusive_lock(output_dir):
+        return _run_locked(config, federated, output_dir, stop_after, progress, on_round)
+
+
+def _federated_data(config: ExperimentConfig) -> data.FederatedData:
     dataset = data.load_dataset(config.dataset, path=config.data_path)
     if config.train_examples_per_class is not None:
         dataset = dataset.first_per_class(config.train_examples_per_class)
-    federated = data.federate(
+    return data.federate(
         dataset,
         config.num_clients,
         config.partition,
@@ -229,8 +243,12 @@ def run(
         batch_size=config.batch_size,
         seed=config.seed,
     )
+
+
+def _run_locked(config, federated, output_dir, stop_after, progress, on_round) -> dict:
+    checkpoint = os.path.join(output_dir, CHECKPOINT_FILE)
+    history = _resume_history(output_dir, checkpoint)
     _check_same_partition(federated.partition.describe(), output_dir, resuming=bool(history))
-    # Written once the data is split: a config the partition refuses leaves nothing behind.
     files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
     files.write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
     model_name = config.model or models.DEFAULT_MODEL[config.dataset]
@@ -254,6 +272,7 @@ def run(
         for round_num in bar:
             started = time.perf_counter()
             output = process.next(state, client_data.sources(sample_clients(config, round_num), round_num))
+            _check_finite(output, process.get_model_weights(output.state), round_num)
             state = output.state
             row = _history_row(round_num, output.metrics, evaluator(process.get_model_weights(state)))
             communication = output.metrics["client_work"]["communication"]
@@ -262,21 +281,72 @@ def run(
                        update_nonzero=int(communication["update_nonzero"]))
             row["seconds"] = round(time.perf_counter() - started, 3)
             history.append(row)
-            _save_state(checkpoint, state)
+            _save_state(checkpoint, state, history)  # The round's commit point.
             _write_history(output_dir, history)
-            bar.set_postfix(test_acc=f"{row['test_accuracy']:.4f}", sparsity=f"{row['sparsity']:.4f}",
-                            loss=f"{row['train_loss']:.4f}")
+            postfix = dict(test_acc=f"{row['test_accuracy']:.4f}", sparsity=f"{row['sparsity']:.4f}",
+                           loss=_format(row["train_loss"]))
+            if row["nonfinite_clients"]:
+                postfix["nonfinite_clients"] = row["nonfinite_clients"]
+            bar.set_postfix(postfix)
             if on_round:
                 on_round(row)
 
     summary = _summary(config, history, ledger, evaluator.num_params)
-    files.write_json(os.path.join(output_dir, "summary.json"), summary)
     if summary["completed"]:
-        _save_final_model(task, process.get_model_weights(state), os.path.join(output_dir, "final_model.keras"))
+        _save_final_model(task, process.get_model_weights(state), os.path.join(output_dir, FINAL_MODEL_FILE))
     from tff_sparsify import plots  # Imported here: matplotlib is only needed for this figure.
 
     plots.plot_history(history, os.path.join(output_dir, "history.png"), title=config.algorithm)
+    files.write_json(os.path.join(output_dir, "summary.json"), summary)  # Last: the run is complete.
     return summary
+
+
+def _finished(output_dir: str) -> bool:
+    """Whether `output_dir` holds a completed run. The summary is written after the final model, but a
+    run of an older version may have died in between: with its checkpoint there, it is finished again
+    (no round is rerun). Without a checkpoint (results kept without models), the summary decides."""
+    summary = files.read_json(os.path.join(output_dir, "summary.json"))
+    if not (summary and summary["completed"]):
+        return False
+    return os.path.exists(os.path.join(output_dir, FINAL_MODEL_FILE)) or not os.path.exists(
+        os.path.join(output_dir, CHECKPOINT_FILE))
+
+
+def _resume_history(output_dir: str, checkpoint: str) -> list[dict]:
+    """The history of the rounds the checkpoint holds (history.json is rewritten from it); for a
+    checkpoint of an older version, without its history, history.json."""
+    if os.path.exists(checkpoint):
+        with np.load(checkpoint) as saved:
+            if HISTORY_KEY in saved.files:
+                history = json.loads(str(saved[HISTORY_KEY]))
+                _write_history(output_dir, history)
+                return history
+    history = files.read_json(os.path.join(output_dir, "history.json")) or []
+    if history and not os.path.exists(checkpoint):
+        raise ValueError(f"output_dir {output_dir!r} has {len(history)} rounds of history but no "
+                         f"{CHECKPOINT_FILE} to resume from; use another output directory")
+    return history
+
+
+def _check_finite(output, weights, round_num: int) -> None:
+    """Stops the run (its last checkpoint intact) when no client's update was finite or when the new
+    global model is not; a few non-finite clients are left out of the round and reported."""
+    clients = int(output.metrics["client_work"]["communication"]["clients"])
+    if int(output.metrics["client_work"]["nonfinite_clients"]) == clients:
+        raise NonFiniteError(
+            f"round {round_num}: the update of every client ({clients}) holds NaN or inf; the run stops "
+            f"after round {round_num - 1}, its last checkpoint. Lower client_learning_rate "
+            "(--client-learning-rate) or check the data for NaN or inf values"
+        )
+    if not all(np.all(np.isfinite(w)) for w in (*weights.trainable, *weights.non_trainable)):
+        raise NonFiniteError(
+            f"round {round_num}: the global model holds NaN or inf; the run stops after round "
+            f"{round_num - 1}, its last checkpoint. Lower the learning rates"
+        )
+
+
+def _format(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4f}"
 
 
 def _round_cost(config: ExperimentConfig, communication, num_prunable: int) -> metrics.RoundCost:
@@ -310,19 +380,25 @@ class _Evaluator:
 
 
 def _history_row(round_num: int, metrics, evaluation: dict) -> dict:
+    """The round's results; a value that is NaN or inf (a target before pruning starts, the training
+    loss of a round with a diverged client) is None, so the history stays valid JSON."""
     train, final = metrics["client_work"]["train"], metrics["finalizer"]
-    target = float(final["target_sparsity"])
-    row = {
+    return {
         "round": round_num,
-        "train_loss": float(train["loss"]),
-        "train_accuracy": float(train["accuracy"]),
-        **evaluation,
-        "target_sparsity": None if np.isnan(target) else target,
+        "train_loss": _finite_or_none(train["loss"]),
+        "train_accuracy": _finite_or_none(train["accuracy"]),
+        **{k: _finite_or_none(v) for k, v in evaluation.items()},
+        "target_sparsity": _finite_or_none(final["target_sparsity"]),
         "sparsity": float(final["sparsity"]),
         "sparsity_all": float(final["sparsity_all"]),
         "nonzero_params": int(final["nonzero_params"]),
+        "nonfinite_clients": int(metrics["client_work"]["nonfinite_clients"]),
     }
-    return row
+
+
+def _finite_or_none(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: int) -> dict:
@@ -388,19 +464,17 @@ def _same_value(field: str, current, saved) -> bool:
     return current == saved
 
 
-def _save_state(path: str, state) -> None:
+def _save_state(path: str, state, history: list[dict]) -> None:
+    """The process state and the history up to it, in one atomic file."""
     arrays = {f"a{i}": np.asarray(v) for i, v in enumerate(tf.nest.flatten(state))}
+    arrays[HISTORY_KEY] = np.array(json.dumps(history))
     files.atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
 def _load_state(path: str, like):
     with np.load(path) as saved:
-        arrays = [saved[f"a{i}"] for i in range(len(saved.files))]
+        arrays = [saved[f"a{i}"] for i in range(len(tf.nest.flatten(like)))]
     return tf.nest.pack_sequence_as(like, arrays)
-
-
-def _read_history(output_dir: str) -> list[dict]:
-    return files.read_json(os.path.join(output_dir, "history.json")) or []
 
 
 def _write_history(output_dir: str, history: list[dict]) -> None:

@@ -2,12 +2,16 @@
 and reading them back."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 from typing import Any, Callable
+
+LOCK_FILE = ".lock"
 
 
 def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> None:
@@ -24,6 +28,34 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
             os.remove(tmp)
 
 
+class DirectoryInUseError(RuntimeError):
+    """Another process holds the directory's lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: str):
+    """Holds an exclusive lock on `directory` (created if needed) for the `with` block; raises
+    `DirectoryInUseError`, naming the directory and the holder's process id, if another process (or
+    another open lock in this one) holds it. The lock is released when the holder exits, however."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise DirectoryInUseError(
+                f"{directory!r} is in use by another run (process {holder}); wait for it to end or use "
+                "another output directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: str, content: bytes) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:
@@ -37,7 +69,8 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=2))
+    """Writes strict JSON: a NaN or infinity is an error, not an invalid file."""
+    write_text(path, json.dumps(value, indent=2, allow_nan=False))
 
 
 def read_json(path: str) -> Any:

@@ -19,6 +19,10 @@ Every client sends its model: `ClientResult.update` is an `OrderedDict` with
   after local training, as values (not deltas). The aggregators average them example-weighted and
   the finalizer sets them (DESIGN, "BatchNorm statistics"; the authors' FedAvg over all weights).
 
+A client whose update holds a NaN or an infinity (a diverging learning rate, a corrupt example) sends
+zeros with weight 0, so the weighted aggregators leave it out (as TFF's own client work does); the
+`nonfinite_clients` measurement counts such clients.
+
 Measurements, summed over the round's clients, feed the communication-cost accounting (paper
 appendix C, `tff_sparsify.metrics`), on one basis for every algorithm: the model sent.
 `download_params` and `upload_params` count the parameters of the model received and of the model
@@ -125,8 +129,10 @@ def build_masked_client_work(
             statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
             if statistics:
                 update["statistics"] = statistics
-            result = tff.learning.templates.ClientResult(
-                update=update, update_weight=tf.cast(num_examples, tf.float32)
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(update)])
+            result = tff.learning.templates.ClientResult(  # A non-finite update is left out, as in TFF.
+                update=tf.nest.map_structure(lambda t: tf.where(finite, t, tf.zeros_like(t)), update),
+                update_weight=tf.where(finite, tf.cast(num_examples, tf.float32), 0.0),
             )
             broadcast_statistics = layout.statistics(initial_weights.non_trainable)
             communication = collections.OrderedDict(
@@ -139,7 +145,8 @@ def build_masked_client_work(
                 download_bytes=metrics.encoded_bytes([*initial_weights.trainable, *broadcast_statistics]),
                 upload_bytes=metrics.encoded_bytes([*final, *statistics]),
             )
-            return result, model.report_local_unfinalized_metrics(), communication
+            nonfinite = tf.cast(tf.logical_not(finite), tf.int32)
+            return result, model.report_local_unfinalized_metrics(), communication, nonfinite
 
         return train()
 
@@ -154,13 +161,14 @@ def build_masked_client_work(
     )
     def next_fn(round_num, weights, client_data):
         round_at_clients = tff.federated_broadcast(round_num)
-        results, model_outputs, communication = tff.federated_map(
+        results, model_outputs, communication, nonfinite = tff.federated_map(
             client_update, (round_at_clients, weights, client_data)
         )
         measurements = tff.federated_zip(
             collections.OrderedDict(
                 train=metrics_aggregation_fn(model_outputs),
                 communication=tff.federated_sum(communication),
+                nonfinite_clients=tff.federated_sum(nonfinite),
             )
         )
         next_round = tff.federated_map(tff.tensorflow.computation(lambda r: r + 1, tf.int32), round_num)

@@ -1,0 +1,113 @@
+"""Nothing lost, nothing silently wrong: exact resume after a kill at any write, one run per folder,
+non-finite client updates left out (and a run with no finite update stopped at its last checkpoint)."""
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_sparsify import experiment, files, learning, schedules
+
+from conftest import TINY_CONFIG
+
+TINY = experiment.ExperimentConfig(**TINY_CONFIG)
+
+
+class Killed(BaseException):
+    """The process dies here (not an Exception: nothing may catch it)."""
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    summary = experiment.run(TINY, str(output_dir), progress=False)
+    return json.loads((output_dir / "history.json").read_text()), summary
+
+
+@pytest.mark.parametrize(
+    "file_name,occurrence",
+    [
+        ("checkpoint.npz", 2),  # Round 2 committed, its history.json not yet written.
+        ("history.json", 2),
+        ("history.csv", 2),
+        ("final_model.keras", 1),  # All rounds done; no plot, no summary yet.
+        ("history.png", 1),
+    ],
+)
+def test_a_kill_after_any_write_resumes_to_the_uninterrupted_run(
+    uninterrupted, tmp_path, monkeypatch, file_name, occurrence
+):
+    real_write, seen = files.atomic_write, collections.Counter()
+
+    def write_then_maybe_die(path, write, suffix=""):
+        real_write(path, write, suffix)
+        seen[os.path.basename(path)] += 1
+        if os.path.basename(path) == file_name and seen[file_name] == occurrence:
+            raise Killed
+
+    monkeypatch.setattr(files, "atomic_write", write_then_maybe_die)
+    with pytest.raises(Killed):
+        experiment.run(TINY, str(tmp_path), progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "summary.json").exists()  # Not declared complete before everything exists.
+
+    summary = experiment.run(TINY, str(tmp_path), progress=False)
+    history, expected_summary = uninterrupted
+    assert without_seconds(json.loads((tmp_path / "history.json").read_text())) == without_seconds(history)
+    assert {k: v for k, v in summary.items() if k != "seconds"} == {
+        k: v for k, v in expected_summary.items() if k != "seconds"
+    }
+    assert (tmp_path / "final_model.keras").exists() and (tmp_path / "history.png").exists()
+
+
+def test_a_folder_in_use_is_refused_naming_it_and_the_other_process(tmp_path):
+    with files.exclusive_lock(str(tmp_path)):
+        with pytest.raises(files.DirectoryInUseError, match=rf"in use by another run \(process {os.getpid()}\)"):
+            experiment.run(TINY, str(tmp_path), progress=False)
+    assert sorted(os.listdir(tmp_path)) == [".lock"]  # The second run wrote nothing.
+
+
+SCHEDULE = schedules.SparsitySchedule(final_sparsity=0.5, total_rounds=2)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        learning.build_fed_avg,
+        lambda task: learning.build_fedsparsify_global(task, SCHEDULE),
+        lambda task: learning.build_fedsparsify_local(task, SCHEDULE),
+    ],
+    ids=["fedavg", "fedsparsify_global", "fedsparsify_local"],
+)
+def test_a_non_finite_client_is_left_out_of_the_round(task, federated, build):
+    process = build(task)
+    state = process.initialize()
+    good, other = federated.client_datasets([0, 1], round_num=1)
+    poisoned = other.map(lambda batch: collections.OrderedDict(x=batch["x"] * np.nan, y=batch["y"]))
+    with_poison = process.next(state, [poisoned, good])
+    alone = process.next(state, [good])
+    assert with_poison.metrics["client_work"]["nonfinite_clients"] == 1
+    assert alone.metrics["client_work"]["nonfinite_clients"] == 0
+    for mixed, clean in zip(tf.nest.flatten(process.get_model_weights(with_poison.state)),
+                            tf.nest.flatten(process.get_model_weights(alone.state))):
+        np.testing.assert_array_equal(mixed, clean)  # As if the poisoned client had not taken part.
+
+
+def test_a_run_whose_every_client_diverges_stops_at_its_last_checkpoint(tmp_path):
+    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "client_learning_rate": 1e6})
+    with pytest.raises(experiment.NonFiniteError, match="round 1: the update of every client"):
+        experiment.run(config, str(tmp_path), progress=False)
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_history_with_a_non_finite_value_stays_valid_json(tmp_path):
+    with pytest.raises(ValueError):
+        files.write_json(str(tmp_path / "x.json"), {"loss": float("nan")})
+    row = experiment._finite_or_none(float("inf")), experiment._finite_or_none(np.float32(0.5))
+    assert row == (None, 0.5)
