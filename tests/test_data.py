@@ -78,7 +78,32 @@ def test_npz_missing_arrays_and_bad_labels(tmp_path):
         data.load_dataset("fashion_mnist", path=str(tmp_path / "a.npz"))
     arrays = write_npz(tmp_path / "b.npz")
     np.savez(tmp_path / "b.npz", **{**arrays, "y_test": arrays["y_test"] + 5})
-    with pytest.raises(ValueError, match=r"test labels must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"b.npz': fashion_mnist test labels must be in \[0, 9\], found \[5, 14\]"):
+        data.load_dataset("fashion_mnist", path=str(tmp_path / "b.npz"))
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda a: {**a, "x_train": np.where(np.arange(a["x_train"].size).reshape(a["x_train"].shape) == 0, np.nan,
+                                             a["x_train"].astype(np.float32))}, "train images must be finite"),
+        (lambda a: {**a, "x_test": a["x_test"].astype(np.float32) + 300}, r"test images must be in \[0, 255\]"),
+        (lambda a: {**a, "y_train": a["y_train"] + 0.5}, "train labels must be integers, found e.g. 0.5"),
+        (lambda a: {**a, "y_train": a["y_train"].astype(str)}, "train labels must be numbers"),
+    ],
+)
+def test_data_that_is_not_finite_in_range_or_integral_is_refused(tmp_path, change, match):
+    np.savez(tmp_path / "c.npz", **change(write_npz(tmp_path / "c.npz")))
+    with pytest.raises(ValueError, match=match):
+        data.load_dataset("fashion_mnist", path=str(tmp_path / "c.npz"))
+
+
+def test_files_that_are_not_npz_archives_are_named(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "b.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match=r"a.npy': a single .npy array, not a .npz archive"):
+        data.load_dataset("fashion_mnist", path=str(tmp_path / "a.npy"))
+    with pytest.raises(ValueError, match=r"b.npz': not a readable .npz \(BadZipFile"):
         data.load_dataset("fashion_mnist", path=str(tmp_path / "b.npz"))
 
 

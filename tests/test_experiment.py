@@ -78,6 +78,12 @@ def test_partial_participation_samples_seeded_subsets():
         (["run", "--stop-after", "0"], "--stop-after must be an integer >= 1"),
         (["run", "--block-size", "4"], "--block-size must look like 1x4"),
         (["run", "--client-nesterov"], "--client-nesterov needs client_momentum in (0, 1)"),
+        (["run", "--rounds", "1"], "--rounds must be an integer >= 2"),  # Not the schedule's total_rounds.
+        (["run", "--client-learning-rate", "inf"], "--client-learning-rate must be a finite number, got inf"),
+        (["run", "--seed", "-1"], "--seed must be an integer >= 0"),
+        (["run", "--model", "vgg16"], "--model 'vgg16' does not fit the digits inputs of shape 8x8x1"),
+        (["run", "--data-path", "nope.npz", "--dataset", "fashion_mnist"], "--data-path 'nope.npz': no such file"),
+        (["bench", "model.tflite", "--batch-size", "0"], "--batch-size: must be an integer >= 1, got '0'"),
     ],
 )
 def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
@@ -85,6 +91,25 @@ def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
         cli.main(argv)
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"batch_size": "32"}', "batch_size must be an integer, got '32'"),
+        ('{"local_epochs": 1.5}', "local_epochs must be an integer, got 1.5"),
+        ('{"client_nesterov": "false"}', "client_nesterov must be true or false, got 'false'"),
+        ('{"rounds": 3,,}', "not valid JSON (Expecting property name"),
+        ("[1, 2]", "expected a JSON object of config fields"),
+    ],
+)
+def test_config_file_errors_name_the_file_and_key(tmp_path, capsys, content, message):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--config", str(path), "--output-dir", str(tmp_path / "run")])
+    assert f"--config {str(path)!r}: {message}" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_file_and_flags_combine(tmp_path):

@@ -54,6 +54,12 @@ def _field_type(name: str) -> Callable[[str], object]:
     return next(t for t in (int, float, str) if t is hint or t in typing.get_args(hint))
 
 
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def _parse_bool(value: str) -> bool:
     if value.lower() not in ("true", "false"):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -82,9 +88,9 @@ def _add_export_commands(commands) -> None:
     table.add_argument("run_dirs", nargs="+", help="the first run is the reference (e.g. FedAvg)")
     table.add_argument("--output-dir", default="results")
     for command in (bench, table):
-        command.add_argument("--batch-size", type=int, help="default: the paper's (32 FMNIST, 128 CIFAR)")
-        command.add_argument("--threads", type=int, default=1)
-        command.add_argument("--repeats", type=int, default=200)
+        command.add_argument("--batch-size", type=_positive_int, help="default: the paper's (32 FMNIST, 128 CIFAR)")
+        command.add_argument("--threads", type=_positive_int, default=1)
+        command.add_argument("--repeats", type=_positive_int, default=200)
         command.add_argument("--runtime", choices=export.RUNTIMES, default="tf")
 
 
@@ -179,20 +185,31 @@ def _config(args: argparse.Namespace) -> experiment.ExperimentConfig:
     values = {}
     if args.config:
         with open(args.config) as f:
-            values = json.load(f)
+            try:
+                values = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--config {args.config!r}: not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {args.config!r}: expected a JSON object of config fields")
         unknown = set(values) - {f.name for f in dataclasses.fields(experiment.ExperimentConfig)}
         if unknown:
             raise ValueError(f"--config: unknown fields {sorted(unknown)}")
+    from_file = {name for name in values if getattr(args, name) is None}
     for field in dataclasses.fields(experiment.ExperimentConfig):
         if getattr(args, field.name) is not None:
             values[field.name] = getattr(args, field.name)
-    return experiment.ExperimentConfig(**values)
+    try:
+        return experiment.ExperimentConfig(**values)
+    except ValueError as error:  # A field from the file is named as written there, with the file.
+        if str(error).split(" ", 1)[0] in from_file:
+            raise ValueError(f"--config {args.config!r}: {error}") from None
+        raise
 
 
 def _flag_error(error: Exception) -> str:
     """The error message with a config field name at its start written as the flag."""
     message = str(error)
-    name = message.split(" ", 1)[0]
+    name = message.split(" ", 1)[0].rstrip(":")
     if name in {f.name for f in dataclasses.fields(experiment.ExperimentConfig)}:
         message = _flag(name) + message[len(name):]
     return message

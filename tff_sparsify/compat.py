@@ -13,7 +13,7 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
 4. TFMOT has no public test for "this layer has weights to prune"; `has_prunable_weights` reads its
    registry, so that only such layers get a wrapper (each wrapper costs work on every training step).
 5. TFF's local C++ runtime starts a `worker_binary` process that outlives the interpreter (and keeps
-   its stdout open). `release_tff_runtime` frees it; it runs at exit.
+   its stdout open). `release_tff_runtime` frees it; it runs at exit. See also item 8.
 6. On every training call TFMOT's wrapper increments its step, asserts it, evaluates its schedule
    and re-multiplies the kernel by the mask: this made a training step of the paper's FC model
    1.7-1.8x slower. FedSparsify keeps pruned weights at zero by itself, so `FedSparsifyPruneLowMagnitude`
@@ -23,18 +23,42 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    one per core. Importing tff_sparsify sets TFF's default context to `configure_tff_runtime()`
    (one computation per CPU core; the worker starts on first use). Call TFF's
    `tff.backends.native.set_sync_local_cpp_execution_context` afterwards to choose otherwise.
+8. TFF starts the worker with a plain `subprocess.Popen` and stops it with SIGINT followed by a
+   `wait()` without timeout (when its context is collected, e.g. at exit, and when it restarts one).
+   So a worker outlived a process ended by SIGTERM, SIGHUP or SIGKILL, and a process whose SIGINT
+   was ignored when it started (a job started with `&` by a shell script, or `nohup`) hung forever
+   at exit: the worker inherits the ignored SIGINT. Importing compat replaces the `subprocess` name
+   in TFF's `executor_factory` module by one whose `Popen` is `_WorkerPopen`:
+   - the kernel kills the worker (SIGKILL) when its parent dies (`prctl(PR_SET_PDEATHSIG)`, Linux).
+     That signal follows the *thread* that forked, and TFF forks from whichever thread runs its
+     event loop (a sync context's own thread; an async context's caller), so `_WorkerPopen` always
+     forks from `_LAUNCHER`'s thread, which lives as long as the process;
+   - its `wait()` without timeout, which TFF only calls right after its SIGINT, is bounded: a worker
+     ignoring SIGINT is killed at once, any other after `WORKER_STOP_SECONDS`.
+   The worker keeps the signal dispositions it inherits, so Ctrl-C in the terminal of a script that
+   started a job with `&` still stops neither the job nor its worker. Workers started before
+   tff_sparsify is imported are plain `Popen`s that TFF does not stop when their context goes.
 """
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
+import ctypes
+import functools
 import gc
 import inspect
 import os
+import queue
+import signal
+import subprocess
+import threading
+import types
 
 import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+from tensorflow_federated.python.core.impl.executor_stacks import executor_factory as tff_executor_factory
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
@@ -108,6 +132,106 @@ def ready_pruning_steps(keras_model: tf.keras.Model) -> None:
             variable.assign(READY_PRUNING_STEP)
 
 
+# TFF's worker and the process that starts it: item 8.
+
+# How long a worker may take to stop after TFF's SIGINT before it is killed.
+WORKER_STOP_SECONDS = 5.0
+
+_PR_SET_PDEATHSIG = 1  # From <linux/prctl.h>.
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # None off Linux.
+if _prctl is not None:
+    _prctl.argtypes, _prctl.restype = [ctypes.c_int, ctypes.c_ulong], ctypes.c_int
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the forked worker before it executes `worker_binary` (so: no imports, no locks)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # The parent died before the prctl: no signal would come.
+        os._exit(1)
+
+
+class _Launcher:
+    """Runs functions on one daemon thread, started on first use, that lives as long as the process
+    (a forked child gets a new one)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue | None = None
+
+    def run(self, function):
+        with self._lock:
+            if self._requests is None:
+                self._requests = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._serve, args=(self._requests,), name="tff-worker-launcher", daemon=True
+                ).start()
+            requests = self._requests
+        done = concurrent.futures.Future()
+        requests.put((function, done))
+        return done.result()
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue) -> None:
+        while True:
+            function, done = requests.get()
+            try:
+                done.set_result(function())
+            except BaseException as error:  # pylint: disable=broad-except
+                done.set_exception(error)
+
+    def forget_thread(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = None
+
+
+_LAUNCHER = _Launcher()
+os.register_at_fork(after_in_child=_LAUNCHER.forget_thread)
+
+
+def _ignores_signal(pid: int, signum: int) -> bool:
+    """Whether process `pid` ignores `signum` (read from /proc; False when unknown)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            ignored = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(ignored >> (signum - 1) & 1)
+
+
+class _WorkerPopen(subprocess.Popen):
+    """TFF's worker process: dies with this process, and stops within `WORKER_STOP_SECONDS`."""
+
+    def __init__(self, args, **kwargs):
+        if _prctl is not None:
+            kwargs["preexec_fn"] = functools.partial(_die_with_parent, os.getpid())
+        _LAUNCHER.run(functools.partial(super().__init__, args, **kwargs))
+
+    def wait(self, timeout=None):
+        if timeout is None and self.returncode is None:
+            # TFF waits without a timeout only right after sending SIGINT to stop the worker.
+            if _ignores_signal(self.pid, signal.SIGINT):
+                self.kill()
+            try:
+                return super().wait(WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return super().wait(timeout)
+
+
+class _TffSubprocess(types.ModuleType):
+    """`subprocess` as TFF's `executor_factory` module sees it: its `Popen` is `_WorkerPopen`."""
+
+    Popen = _WorkerPopen
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+
+def _launch_tff_workers_with_this_process() -> None:
+    if tff_executor_factory.subprocess is subprocess:
+        tff_executor_factory.subprocess = _TffSubprocess("subprocess")
+
+
 def _set_local_runtime(max_concurrent_calls: int | None) -> None:
     tff.backends.native.set_sync_local_cpp_execution_context(
         max_concurrent_computation_calls=max_concurrent_calls or len(os.sched_getaffinity(0))
@@ -127,6 +251,7 @@ def release_tff_runtime() -> None:
     configure_tff_runtime()
 
 
+_launch_tff_workers_with_this_process()
 _set_local_runtime(None)  # At import no worker runs yet: no collection (0.2 s) is needed.
 
 

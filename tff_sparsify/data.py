@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -37,6 +38,7 @@ DATASETS = {
     "cifar100": DatasetSpec((32, 32, 3), 100, 255.0),
 }
 DIGITS_TEST_FRACTION = 0.2
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")  # Keras's `load_data()` layout.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +85,11 @@ def load_dataset(name: str, *, path: str | None = None, data_dir: str | None = N
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
     if path is not None:
-        arrays = _read_npz(path)
-    elif name == "digits":
+        try:
+            return _as_dataset(name, *_read_npz(path))
+        except ValueError as error:
+            raise ValueError(f"path {path!r}: {error}") from None
+    if name == "digits":
         arrays = _digits_arrays()
     else:
         arrays = _tfds_arrays(name, data_dir)
@@ -93,12 +98,19 @@ def load_dataset(name: str, *, path: str | None = None, data_dir: str | None = N
 
 def _read_npz(path: str) -> tuple[np.ndarray, ...]:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: no such file {path!r}")
-    with np.load(path) as npz:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(npz.files)
-        if missing:
-            raise ValueError(f"path: {path!r} lacks arrays {sorted(missing)} (Keras layout expected)")
-        return npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"]
+        raise FileNotFoundError(f"path {path!r}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"not a readable .npz ({type(error).__name__}: {error})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError("a single .npy array, not a .npz archive of arrays")
+    with loaded as npz:
+        arrays = {name: npz[name] for name in NPZ_ARRAYS if name in npz.files}
+    missing = sorted(set(NPZ_ARRAYS) - set(arrays))
+    if missing:
+        raise ValueError(f"lacks arrays {missing} (Keras layout expected: {', '.join(NPZ_ARRAYS)})")
+    return tuple(arrays[name] for name in NPZ_ARRAYS)
 
 
 def _digits_arrays() -> tuple[np.ndarray, ...]:
@@ -124,13 +136,27 @@ def _tfds_arrays(name: str, data_dir: str | None) -> tuple[np.ndarray, ...]:
 def _as_dataset(name, x_train, y_train, x_test, y_test) -> Dataset:
     spec = DATASETS[name]
     x_train, x_test = (_with_channels(x, spec.image_shape) for x in (x_train, x_test))
-    y_train, y_test = (np.asarray(y).astype(np.int64).reshape(-1) for y in (y_train, y_test))
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"{name} {split} split: {len(x)} images and {len(y)} labels")
-        if y.min() < 0 or y.max() >= spec.num_classes:
-            raise ValueError(f"{name} {split} labels must be in [0, {spec.num_classes})")
+        y = np.asarray(y)
+        if len(x) != len(y.reshape(-1)) or len(x) == 0:
+            raise ValueError(f"{name} {split} split: {len(x)} images and {len(y.reshape(-1))} labels")
+        _check_values(f"{name} {split} images", x, 0, spec.max_value)
+        _check_values(f"{name} {split} labels", y, 0, spec.num_classes - 1, integral=True)
+    y_train, y_test = (np.asarray(y).astype(np.int64).reshape(-1) for y in (y_train, y_test))
     return Dataset(name, x_train, y_train, x_test, y_test, spec)
+
+
+def _check_values(what: str, values: np.ndarray, low: float, high: float, integral: bool = False) -> None:
+    """A ValueError naming `what` unless every value is a finite number in [low, high] (an integer
+    if `integral`)."""
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"{what} must be numbers, got dtype {values.dtype}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{what} must be finite, found NaN or inf")
+    if integral and not np.all(np.mod(values, 1) == 0):
+        raise ValueError(f"{what} must be integers, found e.g. {values[np.mod(values, 1) != 0].flat[0]!r}")
+    if values.min() < low or values.max() > high:
+        raise ValueError(f"{what} must be in [{low:g}, {high:g}], found [{values.min():g}, {values.max():g}]")
 
 
 def _with_channels(x: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarray:

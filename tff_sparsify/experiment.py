@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import time
+import typing
 from typing import Callable
 
 import numpy as np
@@ -76,6 +78,7 @@ class ExperimentConfig:
     seed: int = 1990
 
     def __post_init__(self):
+        self._check_types()
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.dataset not in data.DATASETS:
@@ -90,6 +93,8 @@ class ExperimentConfig:
         for name in ("client_learning_rate", "server_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not 0.0 <= self.client_momentum < 1.0:
             raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
         if self.client_nesterov and not self.client_momentum:
@@ -106,7 +111,24 @@ class ExperimentConfig:
             raise ValueError(f"readjust_every must be an integer >= 1, got {self.readjust_every!r}")
         if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.block_size):
             raise ValueError(f"block_size must look like 1x4 (rows x columns, each >= 1), got {self.block_size!r}")
-        self.schedule()  # Validates the schedule arguments.
+        try:
+            self.schedule()  # Validates the schedule arguments.
+        except ValueError as error:  # Named as the config names them.
+            raise ValueError(str(error).replace("total_rounds", "rounds")) from None
+
+    def _check_types(self) -> None:
+        """Each field holds its annotated type: a real bool, an integer (not 1.5, not "32"), a finite
+        number, a string; None only where the field is optional."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value, hint = getattr(self, field.name), hints[field.name]
+            optional = type(None) in typing.get_args(hint)
+            if value is None and optional:
+                continue
+            kind = next(t for t in (bool, int, float, str) if t is hint or t in typing.get_args(hint))
+            if not _is_kind(value, kind):
+                raise ValueError(f"{field.name} must be {_KIND_NAMES[kind]}{' or null' if optional else ''}, "
+                                 f"got {value!r}")
 
     def schedule(self) -> schedules.SparsitySchedule:
         return schedules.SparsitySchedule(
@@ -129,6 +151,19 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def _is_kind(value, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, (int, np.integer))
+    if kind is float:
+        return isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
+    return isinstance(value, str)
 
 
 def initial_weights(config: ExperimentConfig, task: learning.ModelTask, federated: data.FederatedData):
@@ -225,13 +260,18 @@ def run(
     _check_same_config(config, output_dir)
     if _finished(output_dir):
         return files.read_json(os.path.join(output_dir, "summary.json"))
-    federated = _federated_data(config)  # Validates data and partition before anything is written.
+    federated = _federated_data(config)  # Validates data, partition and model before anything is written.
+    _check_model_fits(config, federated.dataset)
     with files.exclusive_lock(output_dir):
         return _run_locked(config, federated, output_dir, stop_after, progress, on_round)
 
 
 def _federated_data(config: ExperimentConfig) -> data.FederatedData:
-    dataset = data.load_dataset(config.dataset, path=config.data_path)
+    try:
+        dataset = data.load_dataset(config.dataset, path=config.data_path)
+    except (ValueError, OSError) as error:  # Named as the config names the file.
+        message = str(error)
+        raise ValueError("data_path" + message[len("path"):] if message.startswith("path ") else message) from None
     if config.train_examples_per_class is not None:
         dataset = dataset.first_per_class(config.train_examples_per_class)
     return data.federate(
@@ -243,6 +283,17 @@ def _federated_data(config: ExperimentConfig) -> data.FederatedData:
         batch_size=config.batch_size,
         seed=config.seed,
     )
+
+
+def _check_model_fits(config: ExperimentConfig, dataset: data.Dataset) -> None:
+    name = config.model or models.DEFAULT_MODEL[config.dataset]
+    try:
+        with tf.Graph().as_default():
+            models.build_model(name, dataset.input_shape, dataset.num_classes)
+    except ValueError as error:
+        reason = str(error).splitlines()[0].split(" for '")[0]
+        raise ValueError(f"model {name!r} does not fit the {dataset.name} inputs of shape "
+                         f"{'x'.join(map(str, dataset.input_shape))} ({reason})") from None
 
 
 def _run_locked(config, federated, output_dir, stop_after, progress, on_round) -> dict:
