@@ -111,3 +111,10 @@ def test_history_with_a_non_finite_value_stays_valid_json(tmp_path):
         files.write_json(str(tmp_path / "x.json"), {"loss": float("nan")})
     row = experiment._finite_or_none(float("inf")), experiment._finite_or_none(np.float32(0.5))
     assert row == (None, 0.5)
+
+
+def test_result_files_are_readable_like_any_file_the_user_creates(tmp_path):
+    files.write_json(str(tmp_path / "a.json"), {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o666 & ~umask  # Not mkstemp's 0o600.

@@ -12,6 +12,8 @@ import tempfile
 from typing import Any, Callable
 
 LOCK_FILE = ".lock"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # Read, not changed.
 
 
 def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> None:
@@ -22,6 +24,7 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # As `open` would create it (mkstemp makes it private).
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
