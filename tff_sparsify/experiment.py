@@ -334,7 +334,7 @@ def _run_locked(config, federated, output_dir, stop_after, progress, on_round) -
             history.append(row)
             _save_state(checkpoint, state, history)  # The round's commit point.
             _write_history(output_dir, history)
-            postfix = dict(test_acc=f"{row['test_accuracy']:.4f}", sparsity=f"{row['sparsity']:.4f}",
+            postfix = dict(test_acc=_format(row["test_accuracy"]), sparsity=f"{row['sparsity']:.4f}",
                            loss=_format(row["train_loss"]))
             if row["nonfinite_clients"]:
                 postfix["nonfinite_clients"] = row["nonfinite_clients"]
