@@ -234,3 +234,13 @@ def test_a_split_the_paper_rule_refuses_is_a_clear_error_that_writes_nothing(tmp
     with pytest.raises(ValueError, match="num_clients=10 and classes_per_client=2"):
         experiment.run(config, str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_prints_one_line_saying_how_to_resume(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "run", interrupted)
+    assert cli.main(["run"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tff-sparsify: interrupted; run the same command again to resume after the last completed round"]

@@ -1,9 +1,9 @@
 """TFF's `worker_binary` lives and dies with the Python process that started it (issue 12, item 6).
 
-Each scenario runs in its own Python process that imports tff_sparsify, runs a TFF computation and
-records its worker (pid and start time). The scenario processes start together (one TensorFlow
-import each, in parallel) when the first test needs them; every process they leave is killed at the
-end of the module.
+Each way for a process to end is tried on its own Python process that imports tff_sparsify, runs a
+TFF computation and records its worker (pid and start time). These processes start together (one
+TensorFlow import each, in parallel) when the first test needs them; every process they leave is
+killed at the end of the module. The last tests run in this process.
 """
 import asyncio
 import gc
@@ -20,6 +20,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import tff_sparsify  # noqa: F401  (installs compat's worker handling)
+from tff_sparsify import compat
+from tensorflow_federated.python.core.impl.executor_stacks import executor_factory as tff_executor_factory
 
 READY_TIMEOUT = 240  # A TensorFlow import can take a minute on a loaded 2-core machine.
 GONE_TIMEOUT = 10
@@ -53,6 +55,7 @@ elif scenario == "raise":
     ready()
     raise RuntimeError("a run that fails")
 elif scenario == "exit":
+    ready()
     compat.configure_tff_runtime()  # Stops the first worker (TFF sends it SIGINT and waits).
     run_a_computation()
     ready()
@@ -98,15 +101,19 @@ class Child:
             if time.monotonic() > deadline:
                 pytest.fail(f"{self.name}: no worker after {READY_TIMEOUT} s\n{self.stderr()}")
             time.sleep(0.2)
-        for line in self.record.read_text().splitlines():
+        self.read_workers()
+        return self
+
+    def read_workers(self):
+        for line in self.record.read_text().splitlines()[len(self.workers) :]:
             pid, create_time = line.split()
             try:
                 worker = psutil.Process(int(pid))
+                if worker.create_time() != float(create_time):
+                    raise psutil.NoSuchProcess(int(pid))
             except psutil.NoSuchProcess:
-                continue
-            if worker.create_time() == float(create_time):
-                self.workers.append(worker)
-        return self
+                worker = None  # Gone already.
+            self.workers.append(worker)
 
     def stderr(self):
         return self.stderr_path.read_text(errors="replace")[-3000:]
@@ -121,7 +128,7 @@ class Child:
             self.process.kill()
         self.process.wait()
         for process in self.workers + descendants:
-            if _running(process):
+            if process is not None and _running(process):
                 process.kill()
 
 
@@ -132,11 +139,20 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def _assert_gone(workers, timeout=GONE_TIMEOUT):
-    deadline = time.monotonic() + timeout
+def _wait_exit(child) -> int:
+    try:
+        return child.process.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
+    pytest.fail(f"{child.name}: the process hung for over {EXIT_TIMEOUT} s (stopping a worker or exiting)")
+
+
+def _assert_gone(workers, message="worker_binary outlived its Python process"):
+    workers = [w for w in workers if w is not None]
+    deadline = time.monotonic() + GONE_TIMEOUT
     while any(_running(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [w.pid for w in workers if _running(w)], "worker_binary outlived its Python process"
+    assert not [w.pid for w in workers if _running(w)], message
 
 
 @pytest.fixture(scope="module")
@@ -153,15 +169,16 @@ def children(tmp_path_factory):
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGKILL", "SIGINT"])
 def test_the_worker_dies_when_its_process_gets_a_signal(children, signame):
     child = children[signame].wait_ready()
-    assert len(child.workers) == 1 and _running(child.workers[0])
+    (worker,) = child.workers
+    assert worker is not None and _running(worker)
     child.process.send_signal(getattr(signal, signame))
-    child.process.wait(timeout=EXIT_TIMEOUT)
+    _wait_exit(child)
     _assert_gone(child.workers)
 
 
 def test_the_worker_stops_when_its_process_fails(children):
     child = children["exception"].wait_ready()
-    assert child.process.wait(timeout=EXIT_TIMEOUT) == 1
+    assert _wait_exit(child) == 1
     assert "a run that fails" in child.stderr()
     _assert_gone(child.workers)
 
@@ -169,15 +186,22 @@ def test_the_worker_stops_when_its_process_fails(children):
 def test_a_background_job_ignoring_sigint_replaces_its_worker_and_exits(children):
     # TFF stops a worker with SIGINT and waits without a timeout; a worker of `nohup ... &` ignores it.
     child = children["background"].wait_ready()
-    try:
-        assert child.process.wait(timeout=EXIT_TIMEOUT) == 0, child.stderr()
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the process hung at exit for over {EXIT_TIMEOUT} s")
+    assert _wait_exit(child) == 0, child.stderr()
+    child.read_workers()
+    assert len(child.workers) == 2
     _assert_gone(child.workers)
 
 
 def _workers():
-    return {p.pid: p for p in psutil.Process().children() if "worker_binary" in " ".join(p.cmdline())}
+    """This process's workers, dead but not yet waited for included."""
+    workers = {}
+    for process in psutil.Process().children():
+        try:
+            if process.name() == "worker_binary":
+                workers[process.pid] = process
+        except psutil.NoSuchProcess:
+            pass
+    return workers
 
 
 def test_a_worker_started_from_a_thread_outlives_that_thread():
@@ -189,15 +213,18 @@ def test_a_worker_started_from_a_thread_outlives_that_thread():
 
     def run():
         with tff.framework.get_context_stack().install(context):
-            assert int(asyncio.run(computation())) == 1
+            results.append(int(asyncio.run(computation())))
+
+    results = []
 
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
+    assert results == [1]
     (worker,) = [w for pid, w in _workers().items() if pid not in before]
     try:
         time.sleep(0.5)
-        assert _running(worker)
+        assert _running(worker), "the worker died with the thread that started it"
         with tff.framework.get_context_stack().install(context):
             assert int(asyncio.run(computation())) == 1  # Same worker, from the main thread.
         assert _running(worker) and set(_workers()) - set(before) == {worker.pid}
@@ -206,3 +233,37 @@ def test_a_worker_started_from_a_thread_outlives_that_thread():
         gc.collect()
         if _running(worker):
             worker.kill()
+
+
+def test_a_worker_started_before_tff_sparsify_was_imported_is_still_stopped(monkeypatch):
+    context = tff.backends.native.create_sync_local_cpp_execution_context()
+    before = _workers()
+    with monkeypatch.context() as patch:
+        patch.setattr(tff_executor_factory, "subprocess", subprocess)  # As before compat's import.
+        with tff.framework.get_context_stack().install(context):
+            assert int(tff.tensorflow.computation(lambda: tf.constant(1))()) == 1
+    (worker,) = [w for pid, w in _workers().items() if pid not in before]
+    try:
+        del context
+        gc.collect()  # TFF stops the worker of a collected context.
+        _assert_gone([worker], "TFF did not stop the worker of a collected context")
+    finally:
+        if _running(worker):
+            worker.kill()
+
+
+def test_a_worker_that_outlasts_sigint_is_killed(monkeypatch):
+    monkeypatch.setattr(compat, "WORKER_STOP_SECONDS", 0.5)
+    script = "trap 'echo interrupted' INT; echo ready; while :; do sleep 0.1; done"
+    process = compat._WorkerPopen(["/bin/sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "ready\n"
+        os.kill(process.pid, signal.SIGINT)  # What TFF does, then it waits without a timeout.
+        start = time.monotonic()
+        assert process.wait() == -signal.SIGKILL
+        assert time.monotonic() - start < 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()

@@ -252,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except (ValueError, OSError, experiment.NonFiniteError, files.DirectoryInUseError) as error:
         parser.error(_flag_error(error))
+    except KeyboardInterrupt:
+        print("tff-sparsify: interrupted; run the same command again to resume after the last completed round",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -29,21 +29,24 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    was ignored when it started (a job started with `&` by a shell script, or `nohup`) hung forever
    at exit: the worker inherits the ignored SIGINT. Importing compat replaces the `subprocess` name
    in TFF's `executor_factory` module by one whose `Popen` is `_WorkerPopen`:
-   - the kernel kills the worker (SIGKILL) when its parent dies (`prctl(PR_SET_PDEATHSIG)`, Linux).
-     That signal follows the *thread* that forked, and TFF forks from whichever thread runs its
-     event loop (a sync context's own thread; an async context's caller), so `_WorkerPopen` always
-     forks from `_LAUNCHER`'s thread, which lives as long as the process;
+   - the kernel kills the worker (SIGKILL) when its parent dies (`prctl(PR_SET_PDEATHSIG)`, Linux),
+     set by a tiny interpreter that then becomes the worker (`_DIE_WITH_PARENT`; a `preexec_fn`
+     would make `subprocess` fork this many-threaded process and run gRPC's fork handlers). That
+     signal follows the *thread* that started the worker, and TFF starts it from whichever thread
+     runs its event loop (a sync context's own thread; an async context's caller), so
+     `_WorkerPopen` always starts it from `_LAUNCHER`'s thread, which lives as long as the process;
    - its `wait()` without timeout, which TFF only calls right after its SIGINT, is bounded: a worker
      ignoring SIGINT is killed at once, any other after `WORKER_STOP_SECONDS`.
-   The worker keeps the signal dispositions it inherits, so Ctrl-C in the terminal of a script that
-   started a job with `&` still stops neither the job nor its worker. Workers started before
-   tff_sparsify is imported are plain `Popen`s that TFF does not stop when their context goes.
+   compat installs no signal handler: SIGTERM and SIGHUP end the process as before, and the kernel
+   then kills the worker. The worker keeps the signal dispositions it inherits, so Ctrl-C in the
+   terminal of a script that started a job with `&` still stops neither the job nor its worker.
+   A worker started before tff_sparsify was imported is a plain `Popen`: TFF still stops it, but it
+   does not die with its parent.
 """
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import ctypes
 import functools
 import gc
 import inspect
@@ -51,6 +54,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import types
 
@@ -137,17 +141,18 @@ def ready_pruning_steps(keras_model: tf.keras.Model) -> None:
 # How long a worker may take to stop after TFF's SIGINT before it is killed.
 WORKER_STOP_SECONDS = 5.0
 
-_PR_SET_PDEATHSIG = 1  # From <linux/prctl.h>.
-_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # None off Linux.
-if _prctl is not None:
-    _prctl.argtypes, _prctl.restype = [ctypes.c_int, ctypes.c_ulong], ctypes.c_int
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the forked worker before it executes `worker_binary` (so: no imports, no locks)."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # The parent died before the prctl: no signal would come.
-        os._exit(1)
+# `python -I -S -c _DIE_WITH_PARENT <parent pid> <worker command>`: asks the kernel to SIGKILL this
+# process when the thread that started it ends, then executes the worker (which keeps that request).
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, ctypes.c_ulong(signal.SIGKILL))  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # The parent died before the prctl: no signal would come.
+    os._exit(1)
+for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores these; subprocess restores them for a child.
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+_CAN_DIE_WITH_PARENT = sys.platform.startswith("linux") and bool(sys.executable)
 
 
 class _Launcher:
@@ -198,12 +203,20 @@ def _ignores_signal(pid: int, signum: int) -> bool:
     return bool(ignored >> (signum - 1) & 1)
 
 
-class _WorkerPopen(subprocess.Popen):
+class _AnyPopen(type):
+    """`isinstance(process, _WorkerPopen)` holds for any `Popen`: TFF checks that before stopping a
+    worker, and one started before compat was imported must still be stopped."""
+
+    def __instancecheck__(cls, instance):
+        return isinstance(instance, subprocess.Popen)
+
+
+class _WorkerPopen(subprocess.Popen, metaclass=_AnyPopen):
     """TFF's worker process: dies with this process, and stops within `WORKER_STOP_SECONDS`."""
 
     def __init__(self, args, **kwargs):
-        if _prctl is not None:
-            kwargs["preexec_fn"] = functools.partial(_die_with_parent, os.getpid())
+        if _CAN_DIE_WITH_PARENT:
+            args = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *args]
         _LAUNCHER.run(functools.partial(super().__init__, args, **kwargs))
 
     def wait(self, timeout=None):
