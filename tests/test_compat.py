@@ -33,11 +33,27 @@ def test_the_runtime_runs_one_computation_per_core_and_is_released():
     assert _workers() == []
 
 
-def test_importing_tff_sparsify_sets_one_computation_per_core():
+def test_importing_tff_sparsify_learning_sets_one_computation_per_core():
     script = (
-        "import psutil, tensorflow as tf, tensorflow_federated as tff, tff_sparsify\n"
+        "import psutil, tensorflow as tf, tensorflow_federated as tff, tff_sparsify.learning\n"
         "assert int(tff.tensorflow.computation(lambda: tf.constant(1))()) == 1\n"
         "print(*[a for p in psutil.Process().children(recursive=True) for a in p.cmdline() if 'concurrent' in a])\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert result.stdout.split() == [f"--max_concurrent_computation_calls={len(os.sched_getaffinity(0))}"]
+
+
+def test_the_package_and_its_command_line_answer_a_usage_error_without_tensorflow():
+    script = (
+        "import sys\n"
+        "import tff_sparsify\n"
+        "from tff_sparsify import cli\n"
+        "try:\n"
+        "    cli.main(['run', '--seed', '-1'])\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "print(code, 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.split() == ["2", "False"]
+    assert "--seed must be an integer >= 0, got -1" in result.stderr

@@ -99,3 +99,11 @@ def test_only_layers_with_prunable_weights_are_wrapped():
     assert [type(layer).__name__ for layer in inner] == ["Conv2D"] * 6 + ["Dense"] * 2
     assert sum(int(np.prod(k.shape)) for k in models.prunable_weights(wrapped)) == 1_608_384  # 1,609,930 minus 1,546 biases and BN parameters
     assert trainable_count(wrapped) == 1_609_930
+
+
+def test_the_configs_dataset_and_model_names_are_the_librarys():
+    from tff_sparsify import config, data
+
+    assert config.DATASETS == tuple(data.DATASETS)
+    assert config.MODELS == tuple(models.MODELS)
+    assert set(models.DEFAULT_MODEL) == set(config.DATASETS)

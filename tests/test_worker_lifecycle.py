@@ -19,7 +19,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-import tff_sparsify  # noqa: F401  (installs compat's worker handling)
 from tff_sparsify import compat
 from tensorflow_federated.python.core.impl.executor_stacks import executor_factory as tff_executor_factory
 

@@ -20,7 +20,11 @@ import sys
 import typing
 from typing import Callable
 
-from tff_sparsify import experiment, export, files, grid, report
+from tff_sparsify.config import ExperimentConfig
+from tff_sparsify.errors import RunError
+
+# TensorFlow loads only when a command runs (tff_sparsify's modules below `config` import it), so a
+# usage error answers at once.
 
 
 def _flag(name: str) -> str:
@@ -48,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def _field_type(name: str) -> Callable[[str], object]:
     """The parser of a value of the ExperimentConfig field `name` (optional or not): int, float, str,
     or for bool fields one accepting true/false."""
-    hint = typing.get_type_hints(experiment.ExperimentConfig)[name]
+    hint = typing.get_type_hints(ExperimentConfig)[name]
     if hint is bool:
         return _parse_bool
     return next(t for t in (int, float, str) if t is hint or t in typing.get_args(hint))
@@ -67,7 +71,7 @@ def _parse_bool(value: str) -> bool:
 
 
 def _add_config_flags(command) -> None:
-    for field in dataclasses.fields(experiment.ExperimentConfig):
+    for field in dataclasses.fields(ExperimentConfig):
         if _field_type(field.name) is _parse_bool:
             command.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None,
                                  help=f"default: {field.default}")
@@ -80,7 +84,7 @@ def _add_export_commands(commands) -> None:
     export_cmd = commands.add_parser("export", help="export a finished run for devices")
     export_cmd.add_argument("run_dir")
     export_cmd.add_argument("--output-dir", help="default: RUN_DIR/export (RUN_DIR/export_dynamic_int8)")
-    export_cmd.add_argument("--quantize", choices=export.QUANTIZE_MODES, default="none")
+    export_cmd.add_argument("--quantize", default="none", help="none or dynamic_int8")
     export_cmd.add_argument("--no-sparsity", action="store_true", help="without TFLite's sparsity optimization")
     bench = commands.add_parser("bench", help="TFLite latency and throughput")
     bench.add_argument("tflite", nargs="+", help="the first file is the reference for the factors")
@@ -91,7 +95,7 @@ def _add_export_commands(commands) -> None:
         command.add_argument("--batch-size", type=_positive_int, help="default: the paper's (32 FMNIST, 128 CIFAR)")
         command.add_argument("--threads", type=_positive_int, default=1)
         command.add_argument("--repeats", type=_positive_int, default=200)
-        command.add_argument("--runtime", choices=export.RUNTIMES, default="tf")
+        command.add_argument("--runtime", default="tf", help="tf (TensorFlow's interpreter) or litert")
 
 
 def _add_grid_command(commands) -> None:
@@ -119,7 +123,7 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 def _overrides(values: list[str]) -> dict:
     """`--override` values converted to the types of the ExperimentConfig fields they name."""
-    fields = {f.name for f in dataclasses.fields(experiment.ExperimentConfig)}
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     overrides = {}
     for name, value in _pairs(values, "--override").items():
         if name not in fields:
@@ -132,6 +136,8 @@ def _overrides(values: list[str]) -> dict:
 
 
 def _grid(args) -> None:
+    from tff_sparsify import grid
+
     cells = grid.select(
         grid.paper_grid(_pairs(args.data_path, "--data-path"), **_overrides(args.override)), args.cells
     )
@@ -152,6 +158,8 @@ def _grid(args) -> None:
 
 
 def _export(args) -> None:
+    from tff_sparsify import export, report
+
     with open(os.path.join(args.run_dir, "config.json")) as f:
         config = json.load(f)
     suffix = "" if args.quantize == "none" else f"_{args.quantize}"
@@ -163,6 +171,8 @@ def _export(args) -> None:
 
 
 def _bench(args) -> None:
+    from tff_sparsify import export
+
     batch_size = args.batch_size or 32
     reference = None
     for path in args.tflite:
@@ -175,13 +185,15 @@ def _bench(args) -> None:
 
 
 def _table(args) -> None:
+    from tff_sparsify import report
+
     rows = report.write_table(args.run_dirs, args.output_dir, threads=args.threads, repeats=args.repeats,
                               runtime=args.runtime, batch_size=args.batch_size)
     print(report.markdown(rows))
     print(f"table and plots in {args.output_dir}")
 
 
-def _config(args: argparse.Namespace) -> experiment.ExperimentConfig:
+def _config(args: argparse.Namespace) -> ExperimentConfig:
     values = {}
     if args.config:
         with open(args.config) as f:
@@ -191,37 +203,39 @@ def _config(args: argparse.Namespace) -> experiment.ExperimentConfig:
                 raise ValueError(f"--config {args.config!r}: not valid JSON ({error})") from None
         if not isinstance(values, dict):
             raise ValueError(f"--config {args.config!r}: expected a JSON object of config fields")
-        unknown = set(values) - {f.name for f in dataclasses.fields(experiment.ExperimentConfig)}
+        unknown = set(values) - {f.name for f in dataclasses.fields(ExperimentConfig)}
         if unknown:
             raise ValueError(f"--config: unknown fields {sorted(unknown)}")
     from_file = {name for name in values if getattr(args, name) is None}
-    for field in dataclasses.fields(experiment.ExperimentConfig):
+    for field in dataclasses.fields(ExperimentConfig):
         if getattr(args, field.name) is not None:
             values[field.name] = getattr(args, field.name)
     try:
-        return experiment.ExperimentConfig(**values)
+        return ExperimentConfig(**values)
     except ValueError as error:  # A field from the file is named as written there, with the file.
         if str(error).split(" ", 1)[0] in from_file:
             raise ValueError(f"--config {args.config!r}: {error}") from None
         raise
 
 
-def _flag_error(error: Exception) -> str:
-    """The error message with a config field name at its start written as the flag."""
+def _flag_error(error: Exception, args: argparse.Namespace) -> str:
+    """The error message with a config field or option name at its start written as the flag."""
     message = str(error)
     name = message.split(" ", 1)[0].rstrip(":")
-    if name in {f.name for f in dataclasses.fields(experiment.ExperimentConfig)}:
+    if name in {f.name for f in dataclasses.fields(ExperimentConfig)} | set(vars(args)):
         message = _flag(name) + message[len(name):]
     return message
 
 
-def default_output_dir(config: experiment.ExperimentConfig) -> str:
+def default_output_dir(config: ExperimentConfig) -> str:
     sparsity = "" if config.algorithm == "fedavg" else f"_s{config.final_sparsity:g}"
     return os.path.join("runs", f"{config.algorithm}_{config.dataset}_{config.partition}{sparsity}_seed{config.seed}")
 
 
 def _run(args) -> None:
     config = _config(args)
+    from tff_sparsify import experiment  # Once the arguments are checked: TensorFlow loads here.
+
     output_dir = args.output_dir or default_output_dir(config)
     summary = experiment.run(config, output_dir, stop_after=args.stop_after, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
@@ -230,7 +244,9 @@ def _run(args) -> None:
 
 def _compare(args) -> None:
     base = _config(args).to_dict()
-    configs = [experiment.ExperimentConfig(**{**base, "algorithm": a.strip()}) for a in args.algorithms.split(",")]
+    configs = [ExperimentConfig(**{**base, "algorithm": a.strip()}) for a in args.algorithms.split(",")]
+    from tff_sparsify import experiment, report  # Once the arguments are checked: TensorFlow loads here.
+
     run_dirs = [os.path.join(args.output_dir, config.algorithm) for config in configs]
     for config, run_dir in zip(configs, run_dirs):  # All configs are valid before any run starts.
         experiment.run(config, run_dir, stop_after=args.stop_after, progress=not args.quiet)
@@ -250,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
             raise ValueError(f"--stop-after must be an integer >= 1, got {args.stop_after}")
         COMMANDS[args.command](args)
-    except (ValueError, OSError, experiment.NonFiniteError, files.DirectoryInUseError) as error:
-        parser.error(_flag_error(error))
+    except (ValueError, OSError, RunError) as error:
+        parser.error(_flag_error(error, args))
     except KeyboardInterrupt:
         print("tff-sparsify: interrupted; run the same command again to resume after the last completed round",
               file=sys.stderr)

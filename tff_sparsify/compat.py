@@ -20,7 +20,8 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    skips that work.
 7. TFF's local C++ runtime runs all of a round's client computations at once by default; on a
    2-core machine, 10 clients contending for the cores made a round about 20% slower than running
-   one per core. Importing tff_sparsify sets TFF's default context to `configure_tff_runtime()`
+   one per core. Importing compat (which every tff_sparsify module that builds TFF computations
+   does: models, learning, experiment, ...) sets TFF's default context to `configure_tff_runtime()`
    (one computation per CPU core; the worker starts on first use). Call TFF's
    `tff.backends.native.set_sync_local_cpp_execution_context` afterwards to choose otherwise.
 8. TFF starts the worker with a plain `subprocess.Popen` and stops it with SIGINT followed by a

@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from typing import Any, Callable
 
+from tff_sparsify.errors import DirectoryInUseError
+
 LOCK_FILE = ".lock"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # Read, not changed.
@@ -29,10 +31,6 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-class DirectoryInUseError(RuntimeError):
-    """Another process holds the directory's lock."""
 
 
 @contextlib.contextmanager

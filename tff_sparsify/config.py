@@ -1,0 +1,146 @@
+"""What defines a run: `ExperimentConfig`, validated on creation. Pure Python (no TensorFlow), so the
+command line can check its arguments before TensorFlow loads.
+
+The dataset and model names are those of `data.DATASETS` and `models.MODELS` (a test keeps them
+equal); the algorithms are those `experiment.build_process` builds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+
+import numpy as np
+
+from tff_sparsify import schedules
+
+DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
+MODELS = ("fc", "cnn", "vgg16")
+ALGORITHMS = (
+    "fedsparsify_global", "fedsparsify_local", "fedavg", "fedprox", "oneshot", "oneshot_finetune",
+    "random", "snip", "grasp", "prunefl",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a run. Defaults: a small FedSparsify-Global run on embedded digits."""
+
+    algorithm: str = "fedsparsify_global"
+    dataset: str = "digits"
+    data_path: str | None = None
+    train_examples_per_class: int | None = None  # Only the first n of each class (scaled protocols).
+    model: str | None = None  # None: the paper's model for the dataset.
+    partition: str = "iid"
+    classes_per_client: int | None = None
+    alpha: float | None = None
+    num_clients: int = 10
+    participation: float = 1.0
+    rounds: int = 30
+    local_epochs: int = 4
+    batch_size: int = 32
+    client_learning_rate: float = 0.02
+    client_momentum: float = 0.0
+    client_nesterov: bool = False  # Nesterov momentum (paper: CIFAR-100); needs client_momentum > 0.
+    server_learning_rate: float = 1.0
+    final_sparsity: float = 0.8
+    initial_sparsity: float = 0.0
+    start_round: int = 1
+    frequency: int = 1
+    exponent: float = 3.0
+    block_size: str = "1x1"  # "RxC": TFLite-style blocks, e.g. "1x4" (float32) or "1x16" (int8).
+    quorum: float = 0.5
+    proximal_strength: float = 0.001  # FedProx's mu (paper: 0.001).
+    fine_tune_rounds: int = 10  # OneShot with fine-tuning prunes at round T - this.
+    saliency_batches: int | None = None  # SNIP/GraSP: batches of the chosen client scored (None: all).
+    readjust_every: int = 50  # PruneFL: rounds between mask readjustments (paper: 50).
+    seed: int = 1990
+
+    def __post_init__(self):
+        self._check_types()
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.model is not None and self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        for name in ("num_clients", "local_epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not 0.0 < self.participation <= 1.0:
+            raise ValueError(f"participation must be in (0, 1], got {self.participation!r}")
+        for name in ("client_learning_rate", "server_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not 0.0 <= self.client_momentum < 1.0:
+            raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
+        if self.client_nesterov and not self.client_momentum:
+            raise ValueError("client_nesterov needs client_momentum in (0, 1), got 0")
+        if self.algorithm == "oneshot_finetune" and not 1 <= self.fine_tune_rounds < self.rounds:
+            raise ValueError(f"fine_tune_rounds must be in [1, {self.rounds - 1}] (rounds - 1), got {self.fine_tune_rounds!r}")
+        if not self.proximal_strength >= 0:
+            raise ValueError(f"proximal_strength must be >= 0, got {self.proximal_strength!r}")
+        if self.train_examples_per_class is not None and self.train_examples_per_class < 1:
+            raise ValueError(f"train_examples_per_class must be an integer >= 1, got {self.train_examples_per_class!r}")
+        if self.saliency_batches is not None and self.saliency_batches < 1:
+            raise ValueError(f"saliency_batches must be an integer >= 1, got {self.saliency_batches!r}")
+        if not (isinstance(self.readjust_every, int) and self.readjust_every >= 1):
+            raise ValueError(f"readjust_every must be an integer >= 1, got {self.readjust_every!r}")
+        if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.block_size):
+            raise ValueError(f"block_size must look like 1x4 (rows x columns, each >= 1), got {self.block_size!r}")
+        try:
+            self.schedule()  # Validates the schedule arguments.
+        except ValueError as error:  # Named as the config names them.
+            raise ValueError(str(error).replace("total_rounds", "rounds")) from None
+
+    def _check_types(self) -> None:
+        """Each field holds its annotated type: a real bool, an integer (not 1.5, not "32"), a finite
+        number, a string; None only where the field is optional."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value, hint = getattr(self, field.name), hints[field.name]
+            optional = type(None) in typing.get_args(hint)
+            if value is None and optional:
+                continue
+            kind = next(t for t in (bool, int, float, str) if t is hint or t in typing.get_args(hint))
+            if not _is_kind(value, kind):
+                raise ValueError(f"{field.name} must be {_KIND_NAMES[kind]}{' or null' if optional else ''}, "
+                                 f"got {value!r}")
+
+    def schedule(self) -> schedules.SparsitySchedule:
+        return schedules.SparsitySchedule(
+            final_sparsity=self.final_sparsity,
+            total_rounds=self.rounds,
+            initial_sparsity=self.initial_sparsity,
+            start_round=self.start_round,
+            frequency=self.frequency,
+            exponent=self.exponent,
+        )
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        rows, columns = self.block_size.split("x")
+        return int(rows), int(columns)
+
+    @property
+    def clients_per_round(self) -> int:
+        return max(1, round(self.participation * self.num_clients))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def _is_kind(value, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, (int, np.integer))
+    if kind is float:
+        return isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
+    return isinstance(value, str)
