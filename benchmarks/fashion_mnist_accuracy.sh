@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/fashion_mnist.npz}
-COMMON=(--dataset fashion_mnist --data-path "$DATA" --num-clients 10 --partition label_skew
+COMMON=(--dataset fashion_mnist --data-path "$DATA" --num-clients 10 --partition label_skew_random
         --classes-per-client 2 --rounds 30 --local-epochs 1 --batch-size 32
         --client-learning-rate 0.02 --seed 1990 --final-sparsity 0.9 --quiet)
 RUNS=benchmarks/runs
