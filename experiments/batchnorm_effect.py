@@ -1,6 +1,7 @@
 """The effect of federating BatchNorm statistics, on record: the paper's CNN (two BatchNorm layers) on
 real FashionMNIST, 10 clients with the paper's non-IID split, FedAvg and FedSparsify-Global at 0.9,
-each with the statistics federated (the library's behaviour: DESIGN, "BatchNorm statistics") and
+and FedAvg on an IID split too (the non-IID split alone may hide the statistics' effect behind its
+own), each with the statistics federated (the library's behaviour: DESIGN, "BatchNorm statistics") and
 not federated (the behaviour before the fix: clients never send them, so the global model keeps the
 initial moving mean 0 and variance 1; reproduced here by giving the learning process no statistics
 to send, which is exactly what the code did before).
@@ -28,15 +29,19 @@ from tff_sparsify import experiment, files, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTOCOL = dict(
-    dataset="fashion_mnist", model="cnn", partition="label_skew", classes_per_client=2, num_clients=10,
-    train_examples_per_class=500, rounds=20, local_epochs=1, batch_size=32, client_learning_rate=0.02,
-    seed=1990,
+    dataset="fashion_mnist", model="cnn", num_clients=10, train_examples_per_class=500, rounds=20,
+    local_epochs=1, batch_size=32, client_learning_rate=0.02, seed=1990,
 )
-RUNS = {  # name: (algorithm fields, statistics federated)
-    "fedavg": (dict(algorithm="fedavg"), True),
-    "fedavg_statistics_not_federated": (dict(algorithm="fedavg"), False),
-    "global_0.9": (dict(algorithm="fedsparsify_global", final_sparsity=0.9), True),
-    "global_0.9_statistics_not_federated": (dict(algorithm="fedsparsify_global", final_sparsity=0.9), False),
+NONIID = dict(partition="label_skew", classes_per_client=2)  # The paper's split.
+IID = dict(partition="iid")
+FEDAVG, GLOBAL = dict(algorithm="fedavg"), dict(algorithm="fedsparsify_global", final_sparsity=0.9)
+RUNS = {  # name: (config fields, statistics federated)
+    "fedavg": ({**FEDAVG, **NONIID}, True),
+    "fedavg_statistics_not_federated": ({**FEDAVG, **NONIID}, False),
+    "fedavg_iid": ({**FEDAVG, **IID}, True),
+    "fedavg_iid_statistics_not_federated": ({**FEDAVG, **IID}, False),
+    "global_0.9": ({**GLOBAL, **NONIID}, True),
+    "global_0.9_statistics_not_federated": ({**GLOBAL, **NONIID}, False),
 }
 
 
@@ -51,7 +56,8 @@ def run_all(data_path: str, runs_dir: str) -> dict[str, dict]:
         else:
             with mock.patch.object(models, "batch_norm_statistics", lambda model: []):
                 summary = experiment.run(config, output_dir)
-        results[name] = {"statistics_federated": federated, **_result(summary, output_dir)}
+        results[name] = {"statistics_federated": federated, "partition": config.partition,
+                         **_result(summary, output_dir)}
     return results
 
 
@@ -71,13 +77,14 @@ def _result(summary: dict, output_dir: str) -> dict:
 def write_report(results: dict[str, dict], runs_dir: str) -> None:
     files.write_json(os.path.join(runs_dir, "batchnorm_effect.json"), {"protocol": PROTOCOL, "runs": results})
     lines = [
-        "| run | BN statistics | accuracy (mean of last 10 / final) | final sparsity | "
+        "| run | partition | BN statistics | accuracy (mean of last 10 / final) | final sparsity | "
         "mean abs moving mean per BN layer | mean moving variance per BN layer | run time (h) |",
-        "|" + " --- |" * 7,
+        "|" + " --- |" * 8,
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {'federated' if r['statistics_federated'] else 'not federated (before the fix)'} | "
+            f"| {name} | {r['partition']} | "
+            f"{'federated' if r['statistics_federated'] else 'not federated (before the fix)'} | "
             f"{r['mean_test_accuracy_last_10']:.4f} / {r['final_test_accuracy']:.4f} | {r['final_sparsity']:.3f} | "
             f"{', '.join(f'{v:.3f}' for v in r['moving_mean_abs_mean'])} | "
             f"{', '.join(f'{v:.3f}' for v in r['moving_variance_mean'])} | {r['hours']:.2f} |"
