@@ -1,0 +1,72 @@
+"""Why a federated BatchNorm model evaluates as it does: for a run's `final_model.keras`, each
+BatchNorm layer's moving mean and variance beside the true mean and variance of its inputs on test
+images, and the test accuracy with the moving statistics, with the initial ones (mean 0, variance 1:
+what a model whose statistics are never federated keeps) and with the batch's own statistics.
+
+    .venv/bin/python experiments/batchnorm_diagnosis.py RUN_DIR [--data-path ../shared/data/fashion_mnist.npz]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from tff_sparsify import data, files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = 2000  # Test images used.
+
+
+def diagnose(run_dir: str, data_path: str) -> dict:
+    config = files.read_json(os.path.join(run_dir, "config.json"))
+    dataset = data.load_dataset(config["dataset"], path=data_path)
+    x = np.asarray(dataset.scaled(dataset.x_test[:EXAMPLES]))
+    y = dataset.y_test[:EXAMPLES]
+    model = tf.keras.models.load_model(os.path.join(run_dir, "final_model.keras"), compile=False)
+    norms = [i for i, layer in enumerate(model.layers) if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    layers = []
+    for i in norms:
+        inputs = tf.keras.Model(model.inputs, model.layers[i - 1].output).predict(x, verbose=0)
+        inputs = inputs.reshape(-1, inputs.shape[-1])
+        norm = model.layers[i]
+        layers.append({
+            "layer": norm.name,
+            "true_mean": float(np.mean(inputs.mean(0))), "moving_mean": float(np.mean(norm.moving_mean)),
+            "true_variance": float(np.mean(inputs.var(0))), "moving_variance": float(np.mean(norm.moving_variance)),
+        })
+
+    def accuracy(training: bool = False) -> float:
+        return float(np.mean(model(x, training=training).numpy().argmax(-1) == y))
+
+    result = {"run_dir": run_dir, "layers": layers, "accuracy_moving_statistics": accuracy()}
+    for i in norms:
+        norm = model.layers[i]
+        norm.moving_mean.assign(tf.zeros_like(norm.moving_mean))
+        norm.moving_variance.assign(tf.ones_like(norm.moving_variance))
+    result["accuracy_initial_statistics"] = accuracy()
+    result["accuracy_batch_statistics"] = accuracy(training=True)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--data-path", default=os.path.join(ROOT, "..", "shared", "data", "fashion_mnist.npz"))
+    args = parser.parse_args(argv)
+    result = diagnose(args.run_dir, args.data_path)
+    files.write_json(os.path.join(args.run_dir, "batchnorm_diagnosis.json"), result)
+    for layer in result["layers"]:
+        print(f"{layer['layer']}: mean over channels of the mean {layer['true_mean']:.4f} (moving "
+              f"{layer['moving_mean']:.4f}), of the variance {layer['true_variance']:.4f} (moving "
+              f"{layer['moving_variance']:.4f})")
+    print(f"test accuracy on {EXAMPLES} images: moving statistics {result['accuracy_moving_statistics']:.4f}, "
+          f"initial 0/1 {result['accuracy_initial_statistics']:.4f}, batch statistics "
+          f"{result['accuracy_batch_statistics']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
