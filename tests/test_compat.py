@@ -56,4 +56,4 @@ def test_the_package_and_its_command_line_answer_a_usage_error_without_tensorflo
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert result.stdout.split() == ["2", "False"]
-    assert "--seed must be an integer >= 0, got -1" in result.stderr
+    assert "--seed must be an integer in [0, 2**32 - 1], got -1" in result.stderr

@@ -51,7 +51,8 @@ def test_a_data_path_spelled_otherwise_resumes_but_another_file_is_refused(tmp_p
     monkeypatch.chdir(tmp_path)
     config = lambda path: experiment.ExperimentConfig(dataset="fashion_mnist", data_path=path)  # noqa: E731
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text(json.dumps(config("a.npz").to_dict()))  # As a run saves it.
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config("a.npz").to_dict()))  # As a run saves it,
+    (tmp_path / "run" / "checkpoint.npz").write_bytes(b"")  # with a round done.
     experiment._check_same_config(config(str(tmp_path / "a.npz")), str(tmp_path / "run"))
     experiment._check_same_config(config("./a.npz"), str(tmp_path / "run"))
     with pytest.raises(ValueError, match=r"different config \(data_path\)"):
@@ -80,7 +81,10 @@ def test_partial_participation_samples_seeded_subsets():
         (["run", "--client-nesterov"], "--client-nesterov needs client_momentum in (0, 1)"),
         (["run", "--rounds", "1"], "--rounds must be an integer >= 2"),  # Not the schedule's total_rounds.
         (["run", "--client-learning-rate", "inf"], "--client-learning-rate must be a finite number, got inf"),
-        (["run", "--seed", "-1"], "--seed must be an integer >= 0"),
+        (["run", "--seed", "-1"], "--seed must be an integer in [0, 2**32 - 1]"),
+        (["run", "--seed", "4294967296"], "--seed must be an integer in [0, 2**32 - 1]"),
+        (["run", "--algorithm", "fedsparsify_local", "--quorum", "5"], "--quorum must be in (0, 1]"),
+        (["run", "--algorithm", "grasp", "--block-size", "1x4"], "--block-size applies to fedsparsify_global"),
         (["run", "--model", "vgg16"], "--model 'vgg16' does not fit the digits inputs of shape 8x8x1"),
         (["run", "--data-path", "nope.npz", "--dataset", "fashion_mnist"], "--data-path 'nope.npz': no such file"),
         (["bench", "model.tflite", "--batch-size", "0"], "--batch-size: must be an integer >= 1, got '0'"),

@@ -104,6 +104,8 @@ def test_a_run_whose_every_client_diverges_stops_at_its_last_checkpoint(tmp_path
     with pytest.raises(experiment.NonFiniteError, match="round 1: the update of every client"):
         experiment.run(config, str(tmp_path), progress=False)
     assert not (tmp_path / "summary.json").exists() and not (tmp_path / "checkpoint.npz").exists()
+    # The advice works in the same folder: no round was done, so the folder holds no run yet.
+    assert experiment.run(TINY, str(tmp_path), progress=False, stop_after=1)["rounds_completed"] == 1
 
 
 def test_history_with_a_non_finite_value_stays_valid_json(tmp_path):

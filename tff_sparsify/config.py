@@ -73,8 +73,13 @@ class ExperimentConfig:
         for name in ("client_learning_rate", "server_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
+        if not 0 < self.quorum <= 1:
+            raise ValueError(f"quorum must be in (0, 1], got {self.quorum!r}")
+        if self.block_size != "1x1" and self.algorithm not in ("fedsparsify_global", "fedsparsify_local"):
+            raise ValueError(f"block_size applies to fedsparsify_global and fedsparsify_local only, got "
+                             f"{self.block_size!r} with algorithm {self.algorithm!r}")
         if not 0.0 <= self.client_momentum < 1.0:
             raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
         if self.client_nesterov and not self.client_momentum:

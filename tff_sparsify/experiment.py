@@ -352,9 +352,12 @@ def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
     """Refuses to resume a run with another config; fields added since it started take their default,
-    and a `data_path` spelled differently (relative, absolute) that names the same file is the same."""
+    and a `data_path` spelled differently (relative, absolute) that names the same file is the same.
+    A folder whose run stopped before its first round (a diverged first round, a late error) takes
+    any config."""
     saved = files.read_json(os.path.join(output_dir, "config.json"))
-    if saved is None:
+    started = any(os.path.exists(os.path.join(output_dir, f)) for f in (CHECKPOINT_FILE, "history.json"))
+    if saved is None or not started:  # A folder holds a run once a round is done.
         return
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
     current = config.to_dict()
