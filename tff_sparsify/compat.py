@@ -194,6 +194,14 @@ _LAUNCHER = _Launcher()
 os.register_at_fork(after_in_child=_LAUNCHER.forget_thread)
 
 
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both.
+        return False
+    return True
+
+
 def _ignores_signal(pid: int, signum: int) -> bool:
     """Whether process `pid` ignores `signum` (read from /proc; False when unknown)."""
     try:
@@ -216,6 +224,9 @@ class _WorkerPopen(subprocess.Popen, metaclass=_AnyPopen):
     """TFF's worker process: dies with this process, and stops within `WORKER_STOP_SECONDS`."""
 
     def __init__(self, args, **kwargs):
+        for name in ("stdout", "stderr"):  # TFF passes sys.stdout/err, which may be in-memory (pytest, IPython).
+            if kwargs.get(name) is not None and not _has_fileno(kwargs[name]):
+                kwargs[name] = None
         if _CAN_DIE_WITH_PARENT:
             args = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *args]
         _LAUNCHER.run(functools.partial(super().__init__, args, **kwargs))
