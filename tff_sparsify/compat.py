@@ -225,7 +225,8 @@ class _WorkerPopen(subprocess.Popen, metaclass=_AnyPopen):
 
     def __init__(self, args, **kwargs):
         for name in ("stdout", "stderr"):  # TFF passes sys.stdout/err, which may be in-memory (pytest, IPython).
-            if kwargs.get(name) is not None and not _has_fileno(kwargs[name]):
+            stream = kwargs.get(name)
+            if stream is not None and not isinstance(stream, int) and not _has_fileno(stream):
                 kwargs[name] = None
         if _CAN_DIE_WITH_PARENT:
             args = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *args]
