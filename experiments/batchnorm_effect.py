@@ -69,7 +69,7 @@ def _result(summary: dict, output_dir: str) -> dict:
     model = tf.keras.models.load_model(os.path.join(output_dir, "final_model.keras"), compile=False)
     norms = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
     return {
-        "mean_test_accuracy_last_10": summary[f"mean_test_accuracy_last_{experiment.LAST_ROUNDS_FOR_MEAN}"],
+        "mean_test_accuracy_last_10": summary[experiment.MEAN_ACCURACY],
         "final_test_accuracy": summary["final_test_accuracy"],
         "final_sparsity": summary["final_sparsity"],
         "moving_mean_abs_mean": [float(np.mean(np.abs(n.moving_mean.numpy()))) for n in norms],

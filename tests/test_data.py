@@ -62,6 +62,7 @@ def test_tfds_loader(name, shape, classes):
     [
         (lambda p: data.load_dataset("mnist"), ValueError, "dataset must be one of"),
         (lambda p: data.load_dataset("fashion_mnist", path=str(p / "nope.npz")), FileNotFoundError, "path"),
+        (lambda p: data.load_dataset("fashion_mnist", path=str(p)), IsADirectoryError, "a directory, not a .npz"),
         (lambda p: data.load_dataset("cifar10", path=str(p / "fm.npz")), ValueError, r"shape \[N, 32, 32, 3\]"),
         (lambda p: data.load_dataset("digits", path=str(p / "fm.npz")), ValueError, r"shape \[N, 8, 8, 1\]"),
     ],
@@ -70,6 +71,18 @@ def test_bad_sources_are_named(tmp_path, call, error, match):
     write_npz(tmp_path / "fm.npz")
     with pytest.raises(error, match=match):
         call(tmp_path)
+
+
+def test_a_dataset_tfds_cannot_load_says_how_to_give_it_locally(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'storage.googleapis.com'\n(and 40 more lines)")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(ValueError, match=r"^dataset 'cifar10' could not be loaded from TFDS \(Failed to resolve "
+                                         r"'storage.googleapis.com'\); .* \(--data-path, config key data_path\)$"):
+        data.load_dataset("cifar10")
 
 
 def test_npz_missing_arrays_and_bad_labels(tmp_path):
@@ -90,6 +103,7 @@ def test_npz_missing_arrays_and_bad_labels(tmp_path):
         (lambda a: {**a, "x_test": a["x_test"].astype(np.float32) + 300}, r"test images must be in \[0, 255\]"),
         (lambda a: {**a, "y_train": a["y_train"] + 0.5}, "train labels must be integers, found e.g. 0.5"),
         (lambda a: {**a, "y_train": a["y_train"].astype(str)}, "train labels must be numbers"),
+        (lambda a: {**a, "x_train": a["x_train"] / np.float32(255)}, r"train images are already scaled to \[0, 1\]"),
     ],
 )
 def test_data_that_is_not_finite_in_range_or_integral_is_refused(tmp_path, change, match):

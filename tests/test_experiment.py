@@ -3,6 +3,9 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -88,13 +91,70 @@ def test_partial_participation_samples_seeded_subsets():
         (["run", "--model", "vgg16"], "--model 'vgg16' does not fit the digits inputs of shape 8x8x1"),
         (["run", "--data-path", "nope.npz", "--dataset", "fashion_mnist"], "--data-path 'nope.npz': no such file"),
         (["bench", "model.tflite", "--batch-size", "0"], "--batch-size: must be an integer >= 1, got '0'"),
+        (["run", "--alpha", "0.5"], "--alpha applies to partition dirichlet only, got 0.5 with partition 'iid'"),
+        (["run", "--classes-per-client", "2"], "--classes-per-client applies to partition label_skew or"),
+        (["run", "--partition", "dirichlet"], "--alpha is required for partition 'dirichlet'"),
+        (["run", "--partition", "dirichlet", "--alpha", "1e-30"], "--alpha must be a finite number >= 0.001"),
+        (["run", "--partition", "pathological"], "--partition must be one of"),
+        (["run", "--quorum", "0.7"], "--quorum applies to fedsparsify_local only"),
+        (["run", "--output-dir", ""], "--output-dir must name a directory, got ''"),
+        (["run", "--config", "missing.json"], "--config 'missing.json': no such file"),
+        (["compare", "--algorithms", "fedavg,fedavg"], "--algorithms names an algorithm twice"),
+        (["export", "no_such_run"], "RUN_DIR 'no_such_run': no such directory"),
+        (["export", ".", "--quantize", "int4"], "argument --quantize: invalid choice: 'int4'"),
+        (["bench", "no_such.tflite"], "TFLITE 'no_such.tflite': no such file"),
+        (["table", "no_such_run"], "RUN_DIRS 'no_such_run': no such directory"),
+        (["table", ".", "--runtime", "bogus"], "argument --runtime: invalid choice: 'bogus'"),
+        (["run", "--rounds", "3", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
 def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
-    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
+
+
+def test_a_file_where_a_directory_or_a_model_belongs_is_named(tmp_path, capsys):
+    not_a_model, a_file = tmp_path / "fake.tflite", tmp_path / "results"
+    not_a_model.write_bytes(b"just some bytes")
+    a_file.write_text("")
+    for argv, message in [
+        (["bench", str(not_a_model)], f"TFLITE {str(not_a_model)!r}: not a .tflite model"),
+        (["run", "--output-dir", str(a_file)], f"--output-dir must name a directory, got {str(a_file)!r} (an existing file)"),
+        (["run", "--dataset", "fashion_mnist", "--data-path", str(tmp_path)], f"--data-path {str(tmp_path)!r}: a directory"),
+        (["export", str(tmp_path)], f"RUN_DIR {str(tmp_path)!r} holds no finished run; run or resume it with"),
+    ]:
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        assert message in capsys.readouterr().err.strip()
+
+
+def test_argument_errors_answer_before_tensorflow_loads():
+    """Every command checks its arguments before importing TensorFlow (an error answers in < 1 s)."""
+    script = textwrap.dedent("""
+        import sys
+        from tff_sparsify import cli
+        for argv in (["run", "--rounds", "1"], ["run", "--output-dir", "/dev/null"], ["export", "nowhere"],
+                     ["bench", "none.tflite"], ["table", "nowhere"], ["grid", "run", "nothing/*"],
+                     ["compare", "--algorithms", "fedavg,oops"]):
+            try:
+                cli.main(argv)
+            except SystemExit as exit:
+                assert exit.code == 2, argv
+            assert "tensorflow" not in sys.modules, argv
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_grid_cell_patterns_may_follow_options(tmp_path, capsys):
+    assert cli.main(["grid", "list", "--runs-dir", str(tmp_path), "fashion_mnist_noniid2/global_0.9",
+                     "fashion_mnist_noniid2/fedavg"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == ["fashion_mnist_noniid2/fedavg", "fashion_mnist_noniid2/global_0.9"]
 
 
 @pytest.mark.parametrize(

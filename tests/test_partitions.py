@@ -183,7 +183,9 @@ CLASSES_RANGE = r"classes_per_client must be an integer in \[1, 10\]"
         ({"scheme": "label_skew_random", "classes_per_client": 2, "num_clients": 4}, "at least the number of classes"),
         ({"scheme": "label_skew_random", "classes_per_client": 10, "num_clients": 60}, "examples per class"),
         ({"scheme": "dirichlet"}, "alpha is required"),
-        ({"scheme": "dirichlet", "alpha": 0.0}, "alpha must be > 0"),
+        ({"scheme": "dirichlet", "alpha": 0.0}, "alpha must be a finite number >= 0.001"),
+        ({"scheme": "dirichlet", "alpha": 1e-30}, "alpha must be a finite number >= 0.001"),  # Hung NumPy.
+        ({"scheme": "dirichlet", "alpha": float("inf")}, "alpha must be a finite number >= 0.001"),
     ],
 )
 def test_impossible_requests_name_the_argument(kwargs, match):

@@ -1,6 +1,7 @@
 """Export and results-table commands on a finished tiny run."""
 import json
 import os
+import shutil
 
 import pytest
 
@@ -56,5 +57,24 @@ def test_unfinished_run_is_refused(resumed_run, tmp_path):
     os.makedirs(tmp_path / "partial")
     with open(tmp_path / "partial" / "summary.json", "w") as f:
         json.dump({**summary, "completed": False, "rounds_completed": 1}, f)
-    with pytest.raises(ValueError, match="is not finished"):
+    with pytest.raises(ValueError, match=r"holds no finished run \(1 rounds done\); run or resume it with"):
         report.run_row(str(tmp_path / "partial"))
+
+
+def test_a_table_checks_every_run_before_exporting_any(resumed_run, tmp_path):
+    """A finished run listed before an unfinished one is not exported (a table fails before work)."""
+    run_dir, *_ = resumed_run
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    for name in ("summary.json", "history.json", "config.json", "final_model.keras"):
+        shutil.copy(os.path.join(run_dir, name), finished)
+    (tmp_path / "partial").mkdir()
+    with pytest.raises(ValueError, match="'.*partial' holds no finished run; run or resume it"):
+        report.write_table([str(finished), str(tmp_path / "partial")], str(tmp_path / "table"))
+    with pytest.raises(ValueError, match="no such directory"):
+        report.write_table([str(finished), str(tmp_path / "gone")], str(tmp_path / "table"))
+    (finished / "final_model.keras").unlink()
+    with pytest.raises(ValueError, match="finished run without its final_model.keras"):
+        report.write_table([str(finished)], str(tmp_path / "table"))
+    assert sorted(os.listdir(finished)) == ["config.json", "history.json", "summary.json"]
+    assert not (tmp_path / "table").exists()

@@ -3,12 +3,18 @@ non-finite client updates left out (and a run with no finite update stopped at i
 import collections
 import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
 
-from tff_sparsify import experiment, files, learning, schedules
+from tff_sparsify import experiment, files, learning, schedules, worker_data
 
 from conftest import TINY_CONFIG
 
@@ -120,3 +126,110 @@ def test_result_files_are_readable_like_any_file_the_user_creates(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o666 & ~umask  # Not mkstemp's 0o600.
+
+
+def test_a_folder_in_use_is_refused_before_the_data_loads(tmp_path, monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the data loaded although the folder is in use")
+
+    monkeypatch.setattr(experiment.data, "load_dataset", must_not_load)
+    with files.exclusive_lock(str(tmp_path)):
+        with pytest.raises(files.DirectoryInUseError):
+            experiment.run(TINY, str(tmp_path), progress=False)
+
+
+def test_a_refused_run_leaves_no_folder_and_an_existing_folder_keeps_its_files(tmp_path):
+    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "model": "vgg16"})  # Does not fit 8x8 digits.
+    with pytest.raises(ValueError, match="does not fit"):
+        experiment.run(config, str(tmp_path / "new"), progress=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="does not fit"):
+        experiment.run(config, str(tmp_path / "old"), progress=False)
+    assert sorted(os.listdir(tmp_path / "old")) == [".lock", "notes.txt"]
+
+
+def test_what_a_killed_process_left_is_removed_but_a_live_ones_files_stay(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f"{worker_data.WorkerClientData.PREFIX}{dead.pid}_abc"
+    live = tmp_path / f"{worker_data.WorkerClientData.PREFIX}{os.getpid()}_def"
+    other = tmp_path / "tff_sparsify_clients_1x_old"  # Another version's name: not ours to judge.
+    for directory in (orphan, live, other):
+        directory.mkdir()
+    worker_data._remove_orphaned_directories(worker_data.WorkerClientData.PREFIX)
+    assert not orphan.exists() and live.exists() and other.exists()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in (".tmp-abc.png", ".tmp-def.npz", "notes.txt"):
+        (run_dir / name).write_text("x")
+    (run_dir / ".tmp-ghi").mkdir()  # An export directory killed mid-write.
+    files.remove_temporaries(str(run_dir))
+    assert os.listdir(run_dir) == ["notes.txt"]
+
+
+def test_sigterm_stops_a_run_with_one_line_cleans_up_and_the_run_resumes(tmp_path):
+    """`tff-sparsify run` stopped by SIGTERM (a scheduler's kill, `timeout`) exits 143 with one line,
+    leaves no worker, client files or temporaries, and the same command resumes; a stray `.tmp-`
+    file (as a SIGKILL mid-write leaves) is removed by the resumed run."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tff_sparsify.cli", "run", "--quiet", "--rounds", "30", "--local-epochs", "1",
+               "--num-clients", "3", "--output-dir", str(run_dir)]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "history.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == (
+        "tff-sparsify: stopped by SIGTERM; run the same command again to resume after the last completed round")
+    psutil.wait_procs(workers, timeout=10)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert not list(tmp_path.glob("tff_sparsify_clients_*")) and not list(run_dir.glob(".tmp-*"))
+    done = len(json.loads((run_dir / "history.json").read_text()))
+    (run_dir / ".tmp-killed.png").write_text("x")
+    resumed = subprocess.run([*command, "--stop-after", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(json.loads((run_dir / "history.json").read_text())) == done + 1
+    assert not list(run_dir.glob(".tmp-*"))
+
+
+SWALLOWED_STOP = """
+import gc, os, signal, sys, time
+from tff_sparsify import cli
+
+def collecting(phase, info):  # Like TensorFlow's gc callback: a signal's exception here is swallowed.
+    if phase == "start" and not fired:
+        fired.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(200):
+            time.sleep(0.001)  # The handler runs in here.
+
+def command(args):
+    gc.callbacks.append(collecting)
+    gc.collect()
+    time.sleep(10)
+    print("finished although interrupted")
+
+fired = []
+cli.COMMANDS["run"] = command
+sys.exit(cli.main(["run"]))
+"""
+
+
+def test_ctrl_c_that_lands_in_a_gc_callback_still_stops_the_command():
+    result = subprocess.run([sys.executable, "-c", SWALLOWED_STOP], capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert "finished" not in result.stdout
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines() == [
+        "tff-sparsify: interrupted; run the same command again to resume after the last completed round"]

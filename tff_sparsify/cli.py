@@ -13,13 +13,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import typing
 from typing import Callable
 
+from tff_sparsify import files, layout
 from tff_sparsify.config import ExperimentConfig
 from tff_sparsify.errors import RunError
 
@@ -31,8 +35,64 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, not the whole usage text (`--help` shows that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP, raised in the main thread so that every cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+REDELIVERY_SECONDS = 0.1
+
+
+@contextlib.contextmanager
+def _signals_stop_the_command():
+    """SIGINT, SIGTERM and SIGHUP raise `_Stopped` while the command runs (main thread only; a signal
+    ignored on entry, as `nohup` or a shell's `&` ignore SIGHUP or SIGINT, stays ignored). Python
+    swallows an exception raised in a gc callback or finalizer (TensorFlow runs one at every garbage
+    collection), which would lose the stop: a swallowed stop is delivered again shortly after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    def redeliver(signum):
+        if active:
+            os.kill(os.getpid(), signum)
+
+    def redeliver_swallowed_stop(unraisable):
+        if isinstance(unraisable.exc_value, _Stopped):
+            threading.Timer(REDELIVERY_SECONDS, redeliver, (unraisable.exc_value.signum,)).start()
+        else:
+            previous_hook(unraisable)
+
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, redeliver_swallowed_stop
+    for s in previous:
+        signal.signal(s, stop)
+    active = True
+    try:
+        yield
+    finally:
+        active = False
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        sys.unraisablehook = previous_hook
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tff-sparsify", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tff-sparsify", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run or resume an experiment")
     run.add_argument("--output-dir", help="where results go (default: runs/<algorithm>_<dataset>_...)")
@@ -84,7 +144,7 @@ def _add_export_commands(commands) -> None:
     export_cmd = commands.add_parser("export", help="export a finished run for devices")
     export_cmd.add_argument("run_dir")
     export_cmd.add_argument("--output-dir", help="default: RUN_DIR/export (RUN_DIR/export_dynamic_int8)")
-    export_cmd.add_argument("--quantize", default="none", help="none or dynamic_int8")
+    export_cmd.add_argument("--quantize", default="none", choices=layout.QUANTIZE_MODES)
     export_cmd.add_argument("--no-sparsity", action="store_true", help="without TFLite's sparsity optimization")
     bench = commands.add_parser("bench", help="TFLite latency and throughput")
     bench.add_argument("tflite", nargs="+", help="the first file is the reference for the factors")
@@ -95,7 +155,8 @@ def _add_export_commands(commands) -> None:
         command.add_argument("--batch-size", type=_positive_int, help="default: the paper's (32 FMNIST, 128 CIFAR)")
         command.add_argument("--threads", type=_positive_int, default=1)
         command.add_argument("--repeats", type=_positive_int, default=200)
-        command.add_argument("--runtime", default="tf", help="tf (TensorFlow's interpreter) or litert")
+        command.add_argument("--runtime", default="tf", choices=layout.RUNTIMES,
+                             help="tf (TensorFlow's interpreter) or litert")
 
 
 def _add_grid_command(commands) -> None:
@@ -136,7 +197,7 @@ def _overrides(values: list[str]) -> dict:
 
 
 def _grid(args) -> None:
-    from tff_sparsify import grid
+    from tff_sparsify import grid  # TensorFlow-free until cells run or are summarized.
 
     cells = grid.select(
         grid.paper_grid(_pairs(args.data_path, "--data-path"), **_overrides(args.override)), args.cells
@@ -158,12 +219,11 @@ def _grid(args) -> None:
 
 
 def _export(args) -> None:
-    from tff_sparsify import export, report
-
-    with open(os.path.join(args.run_dir, "config.json")) as f:
-        config = json.load(f)
+    config = layout.finished_run(args.run_dir, "RUN_DIR")["config"]
     suffix = "" if args.quantize == "none" else f"_{args.quantize}"
-    output_dir = args.output_dir or os.path.join(args.run_dir, "export" + suffix)
+    output_dir = _output_dir(args.output_dir) or os.path.join(args.run_dir, "export" + suffix)
+    from tff_sparsify import export, report  # Once the arguments are checked: TensorFlow loads here.
+
     result = export.export_run(args.run_dir, output_dir, quantize=args.quantize,
                                sparsity=not args.no_sparsity, test_x=report.scaled_test_images(config))
     print(json.dumps({k: result[k] for k in ("tflite", "tflite_size", "parity") if k in result}, indent=2))
@@ -171,7 +231,9 @@ def _export(args) -> None:
 
 
 def _bench(args) -> None:
-    from tff_sparsify import export
+    for path in args.tflite:
+        layout.check_tflite(path, "TFLITE")
+    from tff_sparsify import export  # Once the arguments are checked: TensorFlow loads here.
 
     batch_size = args.batch_size or 32
     reference = None
@@ -185,7 +247,10 @@ def _bench(args) -> None:
 
 
 def _table(args) -> None:
-    from tff_sparsify import report
+    for run_dir in args.run_dirs:
+        layout.finished_run(run_dir, "RUN_DIRS")
+    _output_dir(args.output_dir)
+    from tff_sparsify import report  # Once the arguments are checked: TensorFlow loads here.
 
     rows = report.write_table(args.run_dirs, args.output_dir, threads=args.threads, repeats=args.repeats,
                               runtime=args.runtime, batch_size=args.batch_size)
@@ -196,10 +261,12 @@ def _table(args) -> None:
 def _config(args: argparse.Namespace) -> ExperimentConfig:
     values = {}
     if args.config:
-        with open(args.config) as f:
+        if not os.path.isfile(args.config):
+            raise ValueError(f"--config {args.config!r}: no such file")
+        with open(args.config, "rb") as f:
             try:
-                values = json.load(f)
-            except json.JSONDecodeError as error:
+                values = json.loads(f.read().decode())
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise ValueError(f"--config {args.config!r}: not valid JSON ({error})") from None
         if not isinstance(values, dict):
             raise ValueError(f"--config {args.config!r}: expected a JSON object of config fields")
@@ -227,6 +294,28 @@ def _flag_error(error: Exception, args: argparse.Namespace) -> str:
     return message
 
 
+def _check_data_path(config: ExperimentConfig) -> None:
+    """`--data-path` names a file (its contents are checked when the data loads)."""
+    if config.data_path is not None and not os.path.isfile(config.data_path):
+        reason = "a directory, not a .npz file" if os.path.isdir(config.data_path) else "no such file"
+        raise ValueError(f"data_path {config.data_path!r}: {reason}")
+
+
+def _check_free(output_dir: str) -> None:
+    """Fails now, not once TensorFlow has loaded, if another run holds `output_dir` (the run itself
+    then holds the lock for its whole length)."""
+    with files.exclusive_lock(output_dir):
+        pass
+
+
+def _output_dir(value: str | None) -> str | None:
+    """`--output-dir` as given, refused if empty or an existing file."""
+    if value is not None and (not value.strip() or os.path.isfile(value)):
+        raise ValueError(f"--output-dir must name a directory, got {value!r}"
+                         + (" (an existing file)" if value.strip() else ""))
+    return value
+
+
 def default_output_dir(config: ExperimentConfig) -> str:
     sparsity = "" if config.algorithm == "fedavg" else f"_s{config.final_sparsity:g}"
     return os.path.join("runs", f"{config.algorithm}_{config.dataset}_{config.partition}{sparsity}_seed{config.seed}")
@@ -234,9 +323,11 @@ def default_output_dir(config: ExperimentConfig) -> str:
 
 def _run(args) -> None:
     config = _config(args)
+    _check_data_path(config)
+    output_dir = _output_dir(args.output_dir) or default_output_dir(config)
+    _check_free(output_dir)
     from tff_sparsify import experiment  # Once the arguments are checked: TensorFlow loads here.
 
-    output_dir = args.output_dir or default_output_dir(config)
     summary = experiment.run(config, output_dir, stop_after=args.stop_after, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     print(f"results in {output_dir}")
@@ -244,10 +335,16 @@ def _run(args) -> None:
 
 def _compare(args) -> None:
     base = _config(args).to_dict()
-    configs = [ExperimentConfig(**{**base, "algorithm": a.strip()}) for a in args.algorithms.split(",")]
+    names = [a.strip() for a in args.algorithms.split(",")]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--algorithms names an algorithm twice: {args.algorithms!r}")
+    configs = [ExperimentConfig(**{**base, "algorithm": name}) for name in names]
+    _check_data_path(configs[0])
+    run_dirs = [os.path.join(_output_dir(args.output_dir), config.algorithm) for config in configs]
+    for run_dir in run_dirs:
+        _check_free(run_dir)
     from tff_sparsify import experiment, report  # Once the arguments are checked: TensorFlow loads here.
 
-    run_dirs = [os.path.join(args.output_dir, config.algorithm) for config in configs]
     for config, run_dir in zip(configs, run_dirs):  # All configs are valid before any run starts.
         experiment.run(config, run_dir, stop_after=args.stop_after, progress=not args.quiet)
     rows = report.write_table(run_dirs, args.output_dir)
@@ -261,17 +358,24 @@ COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
-    args = parser.parse_args(argv or ["run"])
+    args, extra = parser.parse_known_args(argv or ["run"])
+    if extra and args.command == "grid" and not any(e.startswith("-") for e in extra):
+        args.cells = [c for c in args.cells if c != "*"] + extra or ["*"]  # Cell patterns after options.
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
-            raise ValueError(f"--stop-after must be an integer >= 1, got {args.stop_after}")
-        COMMANDS[args.command](args)
+        with _signals_stop_the_command():
+            if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
+                raise ValueError(f"--stop-after must be an integer >= 1, got {args.stop_after}")
+            COMMANDS[args.command](args)
     except (ValueError, OSError, RunError) as error:
-        parser.error(_flag_error(error, args))
-    except KeyboardInterrupt:
-        print("tff-sparsify: interrupted; run the same command again to resume after the last completed round",
+        _Parser(prog=f"tff-sparsify {args.command}").error(_flag_error(error, args))
+    except KeyboardInterrupt as interrupt:
+        signum = interrupt.signum if isinstance(interrupt, _Stopped) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"tff-sparsify: {what}; run the same command again to resume after the last completed round",
               file=sys.stderr)
-        return 130
+        return 128 + signum
     return 0
 
 

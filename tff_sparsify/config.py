@@ -13,10 +13,12 @@ import typing
 
 import numpy as np
 
-from tff_sparsify import schedules
+from tff_sparsify import partitions, schedules
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 MODELS = ("fc", "cnn", "vgg16")
+LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
+MEAN_ACCURACY = f"mean_test_accuracy_last_{LAST_ROUNDS_FOR_MEAN}"  # Its key in a run's summary.
 ALGORITHMS = (
     "fedsparsify_global", "fedsparsify_local", "fedavg", "fedprox", "oneshot", "oneshot_finetune",
     "random", "snip", "grasp", "prunefl",
@@ -65,6 +67,7 @@ class ExperimentConfig:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.model is not None and self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        self._check_partition()
         for name in ("num_clients", "local_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -77,6 +80,9 @@ class ExperimentConfig:
             raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
         if not 0 < self.quorum <= 1:
             raise ValueError(f"quorum must be in (0, 1], got {self.quorum!r}")
+        if self.quorum != 0.5 and self.algorithm != "fedsparsify_local":
+            raise ValueError(f"quorum applies to fedsparsify_local only, got {self.quorum!r} with algorithm "
+                             f"{self.algorithm!r}")
         if self.block_size != "1x1" and self.algorithm not in ("fedsparsify_global", "fedsparsify_local"):
             raise ValueError(f"block_size applies to fedsparsify_global and fedsparsify_local only, got "
                              f"{self.block_size!r} with algorithm {self.algorithm!r}")
@@ -100,6 +106,25 @@ class ExperimentConfig:
             self.schedule()  # Validates the schedule arguments.
         except ValueError as error:  # Named as the config names them.
             raise ValueError(str(error).replace("total_rounds", "rounds")) from None
+
+    def _check_partition(self) -> None:
+        """The partition is known and gets exactly the arguments it uses (`classes_per_client` for the
+        label skews, `alpha` for Dirichlet); ranges that need the data are checked with it."""
+        if self.partition not in partitions.PARTITIONS:
+            raise ValueError(f"partition must be one of {partitions.PARTITIONS}, got {self.partition!r}")
+        uses = {"label_skew": "classes_per_client", "label_skew_random": "classes_per_client",
+                "dirichlet": "alpha"}.get(self.partition)
+        for name in ("classes_per_client", "alpha"):
+            if name == uses and getattr(self, name) is None:
+                raise ValueError(f"{name} is required for partition {self.partition!r}")
+            if name != uses and getattr(self, name) is not None:
+                raise ValueError(f"{name} applies to partition "
+                                 f"{'dirichlet' if name == 'alpha' else 'label_skew or label_skew_random'} "
+                                 f"only, got {getattr(self, name)!r} with partition {self.partition!r}")
+        if self.classes_per_client is not None and self.classes_per_client < 1:
+            raise ValueError(f"classes_per_client must be an integer >= 1, got {self.classes_per_client!r}")
+        if self.alpha is not None and self.alpha < partitions.MIN_ALPHA:
+            raise ValueError(f"alpha must be a finite number >= {partitions.MIN_ALPHA:g}, got {self.alpha!r}")
 
     def _check_types(self) -> None:
         """Each field holds its annotated type: a real bool, an integer (not 1.5, not "32"), a finite

@@ -97,6 +97,8 @@ def load_dataset(name: str, *, path: str | None = None, data_dir: str | None = N
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, ...]:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path {path!r}: a directory, not a .npz file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path {path!r}: no such file")
     try:
@@ -125,7 +127,13 @@ def _digits_arrays() -> tuple[np.ndarray, ...]:
 def _tfds_arrays(name: str, data_dir: str | None) -> tuple[np.ndarray, ...]:
     import tensorflow_datasets as tfds  # Imported here: importing TFDS is slow.
 
-    splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir)
+    try:
+        splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir)
+    except Exception as error:  # Offline, a proxy, a full disk: TFDS raises many kinds.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"dataset {name!r} could not be loaded from TFDS ({reason}); download it once "
+                         f"with network access, or give a local .npz in the Keras layout (--data-path, config "
+                         f"key data_path)") from None
     arrays = []
     for split in splits:
         xs, ys = zip(*tfds.as_numpy(split.batch(10_000)))
@@ -141,6 +149,9 @@ def _as_dataset(name, x_train, y_train, x_test, y_test) -> Dataset:
         if len(x) != len(y.reshape(-1)) or len(x) == 0:
             raise ValueError(f"{name} {split} split: {len(x)} images and {len(y.reshape(-1))} labels")
         _check_values(f"{name} {split} images", x, 0, spec.max_value)
+        if np.issubdtype(x.dtype, np.floating) and spec.max_value > 1 and x.max() <= 1:
+            raise ValueError(f"{name} {split} images are already scaled to [0, 1]; store the raw pixel "
+                             f"values in [0, {spec.max_value:g}] (the Keras layout)")
         _check_values(f"{name} {split} labels", y, 0, spec.num_classes - 1, integral=True)
     y_train, y_test = (np.asarray(y).astype(np.int64).reshape(-1) for y in (y_train, y_test))
     return Dataset(name, x_train, y_train, x_test, y_test, spec)

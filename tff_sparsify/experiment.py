@@ -23,14 +23,14 @@ import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
 from tff_sparsify import (
-    compat, data, export, files, learning, metrics, models, optimizers, pruning, saliency, worker_data,
+    compat, data, export, files, layout, learning, metrics, models, optimizers, pruning, saliency, worker_data,
 )
-from tff_sparsify.config import ALGORITHMS, ExperimentConfig  # noqa: F401 (re-exported)
+from tff_sparsify.config import (  # noqa: F401 (re-exported)
+    ALGORITHMS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig,
+)
 from tff_sparsify.errors import NonFiniteError
 
-LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
-CHECKPOINT_FILE = "checkpoint.npz"
-FINAL_MODEL_FILE = "final_model.keras"
+CHECKPOINT_FILE, FINAL_MODEL_FILE = layout.CHECKPOINT_FILE, layout.FINAL_MODEL_FILE
 HISTORY_KEY = "history"  # The history inside the checkpoint.
 
 
@@ -125,13 +125,15 @@ def run(
     a run killed at any moment resumes exactly after its last checkpointed round. `summary.json` is
     written last, once the final model and the plot exist. One process at a time owns `output_dir`.
     """
-    _check_same_config(config, output_dir)
-    if _finished(output_dir):
-        return files.read_json(os.path.join(output_dir, "summary.json"))
-    federated = _federated_data(config)  # Validates data, partition and model before anything is written.
-    _check_model_fits(config, federated.dataset)
     with files.exclusive_lock(output_dir):
-        return _run_locked(config, federated, output_dir, stop_after, progress, on_round)
+        _check_same_config(config, output_dir)
+        if _finished(output_dir):
+            return files.read_json(os.path.join(output_dir, "summary.json"))
+        federated = _federated_data(config)  # Validates data, partition and model before anything is written.
+        model_name = config.model or models.DEFAULT_MODEL[config.dataset]
+        _check_model_fits(model_name, federated.dataset)
+        files.remove_temporaries(output_dir)  # Left by a process killed while writing (SIGKILL).
+        return _run_locked(config, federated, model_name, output_dir, stop_after, progress, on_round)
 
 
 def _federated_data(config: ExperimentConfig) -> data.FederatedData:
@@ -153,8 +155,7 @@ def _federated_data(config: ExperimentConfig) -> data.FederatedData:
     )
 
 
-def _check_model_fits(config: ExperimentConfig, dataset: data.Dataset) -> None:
-    name = config.model or models.DEFAULT_MODEL[config.dataset]
+def _check_model_fits(name: str, dataset: data.Dataset) -> None:
     try:
         with tf.Graph().as_default():
             models.build_model(name, dataset.input_shape, dataset.num_classes)
@@ -164,13 +165,12 @@ def _check_model_fits(config: ExperimentConfig, dataset: data.Dataset) -> None:
                          f"{'x'.join(map(str, dataset.input_shape))} ({reason})") from None
 
 
-def _run_locked(config, federated, output_dir, stop_after, progress, on_round) -> dict:
+def _run_locked(config, federated, model_name, output_dir, stop_after, progress, on_round) -> dict:
     checkpoint = os.path.join(output_dir, CHECKPOINT_FILE)
     history = _resume_history(output_dir, checkpoint)
     _check_same_partition(federated.partition.describe(), output_dir, resuming=bool(history))
     files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
     files.write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
-    model_name = config.model or models.DEFAULT_MODEL[config.dataset]
     dataset = federated.dataset
     task = learning.ModelTask(
         lambda: models.build_model(model_name, dataset.input_shape, dataset.num_classes),
@@ -328,7 +328,7 @@ def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: 
         "rounds_completed": len(history),
         "completed": len(history) == config.rounds,
         "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
-        f"mean_test_accuracy_last_{LAST_ROUNDS_FOR_MEAN}": float(np.mean([r["test_accuracy"] for r in last])) if history else None,
+        MEAN_ACCURACY: float(np.mean([r["test_accuracy"] for r in last])) if history else None,
         "final_sparsity": history[-1]["sparsity"] if history else None,
         "final_sparsity_all": history[-1]["sparsity_all"] if history else None,
         "final_nonzero_params": history[-1]["nonzero_params"] if history else None,

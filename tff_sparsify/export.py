@@ -34,14 +34,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from tff_sparsify import files, models, pruning
+from tff_sparsify import files, layout, models, pruning
+from tff_sparsify.layout import QUANTIZE_MODES, RUNTIMES, TFLITE_FILE, check_choice
 
-QUANTIZE_MODES = ("none", "dynamic_int8")
-RUNTIMES = ("tf", "litert")
 GZIP_LEVEL = 9
 
 SAVED_MODEL_DIR = "saved_model"
-TFLITE_FILE = "model.tflite"
 REPORT_FILE = "export.json"
 
 
@@ -111,7 +109,7 @@ def to_tflite(model: tf.keras.Model, path: str, *, quantize: str = "none", spars
 
     The input keeps a dynamic batch dimension: interpreters are resized to any batch size.
     """
-    _check_choice("quantize", quantize, QUANTIZE_MODES)
+    check_choice("quantize", quantize, QUANTIZE_MODES)
     converter = tf.lite.TFLiteConverter.from_keras_model(strip_to_sparse_keras(model))
     optimizations = [tf.lite.Optimize.DEFAULT] if quantize == "dynamic_int8" else []
     if sparsity:
@@ -137,7 +135,7 @@ def check_parity(
     batch_size: int = 128,
 ) -> Parity:
     """Runs the .tflite file and `keras_model` on the inputs `x` (in batches); compares the outputs."""
-    _check_choice("runtime", runtime, RUNTIMES)
+    check_choice("runtime", runtime, RUNTIMES)
     x = np.asarray(x, np.float32)
     if len(x) == 0:
         raise ValueError("x must hold at least one input, got none")
@@ -174,7 +172,7 @@ def benchmark_tflite(
     `delegates=False` runs TFLite's builtin kernels only (no XNNPACK), e.g. to see what its sparse
     kernels gain by themselves.
     """
-    _check_choice("runtime", runtime, RUNTIMES)
+    check_choice("runtime", runtime, RUNTIMES)
     for name, value, low in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
         if value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -220,8 +218,8 @@ def export_run(
     The report (returned and written) holds the file sizes, the sparsity of the kernels and of all
     parameters, the run's config, and, given `test_x`, the parity of the .tflite in both runtimes.
     """
-    _check_choice("quantize", quantize, QUANTIZE_MODES)
-    model = tf.keras.models.load_model(os.path.join(run_dir, "final_model.keras"), compile=False)
+    check_choice("quantize", quantize, QUANTIZE_MODES)
+    model = tf.keras.models.load_model(os.path.join(run_dir, layout.FINAL_MODEL_FILE), compile=False)
     os.makedirs(out_dir, exist_ok=True)
     saved_model = save_saved_model(model, os.path.join(out_dir, SAVED_MODEL_DIR))
     tflite = to_tflite(model, os.path.join(out_dir, TFLITE_FILE), quantize=quantize, sparsity=sparsity)
@@ -295,8 +293,3 @@ def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")

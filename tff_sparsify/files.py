@@ -37,7 +37,11 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
 def exclusive_lock(directory: str):
     """Holds an exclusive lock on `directory` (created if needed) for the `with` block; raises
     `DirectoryInUseError`, naming the directory and the holder's process id, if another process (or
-    another open lock in this one) holds it. The lock is released when the holder exits, however."""
+    another open lock in this one) holds it. The lock is released when the holder exits, however. A
+    directory created here that holds nothing but the lock file at the end is removed again."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(f"{directory!r} is a file, not a directory")
+    created = not os.path.exists(directory)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -54,7 +58,19 @@ def exclusive_lock(directory: str):
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        if created and os.listdir(directory) == [LOCK_FILE]:
+            os.remove(path)
+            os.rmdir(directory)
         os.close(fd)
+
+
+def remove_temporaries(directory: str) -> None:
+    """Removes what `atomic_write` and `atomic_directory` leave in `directory` when their process is
+    killed mid-write (`.tmp-*`, `.old-*`); call it only while holding the directory's lock."""
+    for name in os.listdir(directory):
+        if name.startswith((".tmp-", ".old-")):
+            path = os.path.join(directory, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def write_bytes(path: str, content: bytes) -> None:

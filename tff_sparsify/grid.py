@@ -16,7 +16,11 @@ import fnmatch
 import os
 from typing import Callable, Iterable
 
-from tff_sparsify import experiment, files, report
+from tff_sparsify import files
+from tff_sparsify.config import ALGORITHMS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
+
+# TensorFlow loads only when cells run or are summarized (`experiment` and `report` are imported
+# there), so selecting and listing cells, and the command line's errors about them, answer at once.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,7 @@ DISTRIBUTIONS = ("iid", "noniid")
 SPARSITIES = (0.8, 0.85, 0.9, 0.95, 0.99)
 DENSE_ALGORITHMS = ("fedavg", "fedprox")
 RUN_PREFIX = {"fedsparsify_global": "global", "fedsparsify_local": "local"}  # Others: the algorithm.
-PRUNING_ALGORITHMS = tuple(a for a in experiment.ALGORITHMS if a not in DENSE_ALGORITHMS)
+PRUNING_ALGORITHMS = tuple(a for a in ALGORITHMS if a not in DENSE_ALGORITHMS)
 
 # Paper appendix C, table 2: FashionMNIST, 10 clients, non-IID, FedSparsify-Global by final sparsity
 # (0.0 = FedAvg): accuracy, nonzero parameters, gzip model size (MB), communication (millions).
@@ -109,7 +113,7 @@ def paper_grid(data_paths: dict[str, str] | None = None, **overrides) -> dict[st
     return cells
 
 
-def select(cells: dict[str, dict], patterns: Iterable[str]) -> dict[str, experiment.ExperimentConfig]:
+def select(cells: dict[str, dict], patterns: Iterable[str]) -> dict[str, ExperimentConfig]:
     """The configs of the cells matching any of the shell-style `patterns` (e.g.
     `fashion_mnist_noniid2/global_*`)."""
     patterns = list(patterns)
@@ -121,13 +125,13 @@ def select(cells: dict[str, dict], patterns: Iterable[str]) -> dict[str, experim
     for name, fields in cells.items():
         if any(fnmatch.fnmatch(name, p) for p in patterns):
             try:
-                chosen[name] = experiment.ExperimentConfig(**fields)
+                chosen[name] = ExperimentConfig(**fields)
             except ValueError as error:
                 raise ValueError(f"{error} (cell {name})") from None
     return chosen
 
 
-def status(runs_dir: str, name: str, config: experiment.ExperimentConfig) -> dict:
+def status(runs_dir: str, name: str, config: ExperimentConfig) -> dict:
     """Rounds done (and results when finished) of the cell `name` in `runs_dir`."""
     run_dir = os.path.join(runs_dir, name)
     summary = files.read_json(os.path.join(run_dir, "summary.json"))
@@ -137,14 +141,16 @@ def status(runs_dir: str, name: str, config: experiment.ExperimentConfig) -> dic
         "rounds_done": len(history),
         "rounds": config.rounds,
         "completed": bool(summary and summary["completed"]),
-        "accuracy": summary[report.MEAN_ACCURACY] if summary and summary["completed"] else None,
+        "accuracy": summary[MEAN_ACCURACY] if summary and summary["completed"] else None,
         "hours": sum(r["seconds"] for r in history) / 3600,
     }
 
 
-def run_cells(cells: dict[str, experiment.ExperimentConfig], runs_dir: str, *, stop_after: int | None = None,
+def run_cells(cells: dict[str, ExperimentConfig], runs_dir: str, *, stop_after: int | None = None,
               progress: bool = True, on_cell: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
     """Runs (or resumes) `cells` one after another into `runs_dir`; returns each cell's summary."""
+    from tff_sparsify import experiment
+
     summaries = {}
     for name, config in cells.items():
         summaries[name] = experiment.run(config, os.path.join(runs_dir, name), stop_after=stop_after,
@@ -154,10 +160,12 @@ def run_cells(cells: dict[str, experiment.ExperimentConfig], runs_dir: str, *, s
     return summaries
 
 
-def summarize(runs_dir: str, cells: dict[str, experiment.ExperimentConfig], **table_kwargs) -> dict[str, list[dict]]:
+def summarize(runs_dir: str, cells: dict[str, ExperimentConfig], **table_kwargs) -> dict[str, list[dict]]:
     """For every group with finished cells among `cells`: the paper-layout table (`report.write_table`,
     FedAvg first when finished) and `reproduction.md` with the paper's numbers beside ours, in
     `<runs_dir>/<group>/table/`. Returns the table rows of each group."""
+    from tff_sparsify import report
+
     finished: dict[str, list[str]] = {}
     for name, config in cells.items():
         if status(runs_dir, name, config)["completed"]:
@@ -195,7 +203,7 @@ def reproduction_markdown(group: str, rows: list[dict]) -> str:
             f"{r['params']:,} / {_paper(p, 1, '{:,}')} | {r['gzip_mb']:.3f} / {_paper(p, 2, '{:.3f}')} | "
             f"{r['comm_params'] / 1e6:.1f} / {_paper(p, 3, '{}')} | {r['hours']:.2f} |"
         )
-    lines.append(f"\nAccuracy: mean test accuracy of the last {experiment.LAST_ROUNDS_FOR_MEAN} rounds / final "
+    lines.append(f"\nAccuracy: mean test accuracy of the last {LAST_ROUNDS_FOR_MEAN} rounds / final "
                  "round (the paper reports one accuracy per run). '-': not reported in the paper.")
     return "\n".join(lines)
 

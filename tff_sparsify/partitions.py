@@ -29,6 +29,7 @@ import dataclasses
 import numpy as np
 
 PARTITIONS = ("iid", "label_skew", "label_skew_random", "dirichlet")
+MIN_ALPHA = 1e-3  # Smaller alphas all give each client one class, and NumPy's sampler stalls below 1e-10.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,8 +255,8 @@ def _dirichlet(
     max_attempts: int = 1000,
 ) -> list[np.ndarray]:
     """Per class, shares ~ Dirichlet(alpha); redrawn until no client is empty."""
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if not MIN_ALPHA <= alpha < float("inf"):
+        raise ValueError(f"alpha must be a finite number >= {MIN_ALPHA:g}, got {alpha!r}")
     for _ in range(max_attempts):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
         for label in range(num_classes):

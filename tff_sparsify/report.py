@@ -13,19 +13,16 @@ import os
 
 import numpy as np
 
-from tff_sparsify import data, experiment, export, files, plots
+from tff_sparsify import data, export, files, layout, plots
+from tff_sparsify.config import LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY
 
 PAPER_BATCH_SIZE = {"digits": 32, "fashion_mnist": 32, "cifar10": 128, "cifar100": 128}
-MEAN_ACCURACY = f"mean_test_accuracy_last_{experiment.LAST_ROUNDS_FOR_MEAN}"
 
 
 def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: int = 200,
             runtime: str = "tf", batch_size: int | None = None) -> dict:
     """One table row for a finished run, exporting it first if `<run>/export` does not exist."""
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        summary = json.load(f)
-    if not summary["completed"]:
-        raise ValueError(f"run_dir {run_dir!r} is not finished ({summary['rounds_completed']} rounds)")
+    summary = layout.finished_run(run_dir)
     config = summary["config"]
     export_dir = os.path.join(run_dir, "export" if quantize == "none" else f"export_{quantize}")
     tflite = os.path.join(export_dir, export.TFLITE_FILE)
@@ -101,7 +98,7 @@ def markdown(rows: list[dict]) -> str:
             f"{r['items_per_s']:,.0f} (x{r['items_per_s_x']:.2f}) |"
         )
     batch, threads, runtime = rows[0]["batch_size"], rows[0]["threads"], rows[0]["runtime"]
-    lines.append(f"\nAccuracy: mean test accuracy of the last {experiment.LAST_ROUNDS_FOR_MEAN} rounds / final "
+    lines.append(f"\nAccuracy: mean test accuracy of the last {LAST_ROUNDS_FOR_MEAN} rounds / final "
                  f"round. Latency: median per batch of {batch}, {threads} thread(s), {runtime} interpreter. "
                  "Factors (x) relative to the first row.")
     return "\n".join(lines)
@@ -111,6 +108,9 @@ def write_table(run_dirs: list[str], output_dir: str, **kwargs) -> list[dict]:
     """Builds the table for `run_dirs`; writes table.csv, table.md, table.json and comparison plots."""
     if not run_dirs:
         raise ValueError("run_dirs must name at least one finished run")
+    layout.check_choice("runtime", kwargs.get("runtime", "tf"), layout.RUNTIMES)
+    for run_dir in run_dirs:  # All are checked before the first is exported.
+        layout.finished_run(run_dir)
     rows = with_factors([run_row(d, **kwargs) for d in run_dirs])
     os.makedirs(output_dir, exist_ok=True)
     files.write_json(os.path.join(output_dir, "table.json"), rows)

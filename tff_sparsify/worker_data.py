@@ -14,22 +14,27 @@ the very batches `FederatedData.client_dataset` gives (same order, same scaling)
 from __future__ import annotations
 
 import collections
+import glob
 import os
+import shutil
 import tempfile
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import data
+from tff_sparsify import compat, data
 
 
 class WorkerClientData:
     """`federated`'s clients, as files (in a temporary directory, removed by `close`) from which
     TFF's worker builds each round's client datasets."""
 
+    PREFIX = "tff_sparsify_clients_pid"  # + the owner's process id + "_" + a random part.
+
     def __init__(self, federated: data.FederatedData):
         self.federated = federated
-        self._directory = tempfile.TemporaryDirectory(prefix="tff_sparsify_clients_")
+        _remove_orphaned_directories(self.PREFIX)
+        self._directory = tempfile.TemporaryDirectory(prefix=f"{self.PREFIX}{os.getpid()}_")
         self.paths = [
             self._write_client(client, os.path.join(self._directory.name, f"client_{client}.tensor"))
             for client in range(federated.num_clients)
@@ -79,5 +84,26 @@ class WorkerClientData:
     def __enter__(self) -> WorkerClientData:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        if exc_type is not None:  # A round may still run in the worker (Ctrl-C): stop it before its files go.
+            compat.release_tff_runtime()
         self.close()
+
+
+def _remove_orphaned_directories(prefix: str) -> None:
+    """Removes client-file directories whose process is gone (killed by SIGKILL, which allows no
+    cleanup). A process id in use again keeps its directory: never removes a live run's files."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*_*")):
+        owner = os.path.basename(path)[len(prefix):].split("_", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Another user's process.
+        return True
+    return True
