@@ -145,7 +145,9 @@ def _add_export_commands(commands) -> None:
     export_cmd.add_argument("run_dir")
     export_cmd.add_argument("--output-dir", help="default: RUN_DIR/export (RUN_DIR/export_dynamic_int8)")
     export_cmd.add_argument("--quantize", default="none", choices=layout.QUANTIZE_MODES)
-    export_cmd.add_argument("--no-sparsity", action="store_true", help="without TFLite's sparsity optimization")
+    export_cmd.add_argument("--no-sparsity", action="store_true",
+                            help="without TFLite's sparsity optimization (by default used if it makes the "
+                                 "file smaller gzipped and both runtimes can run it)")
     bench = commands.add_parser("bench", help="TFLite latency and throughput")
     bench.add_argument("tflite", nargs="+", help="the first file is the reference for the factors")
     table = commands.add_parser("table", help="the paper's results table across finished runs")
@@ -226,8 +228,9 @@ def _export(args) -> None:
 
     result = export.export_run(args.run_dir, output_dir, quantize=args.quantize,
                                sparsity=not args.no_sparsity, test_x=report.scaled_test_images(config))
-    print(json.dumps({k: result[k] for k in ("tflite", "tflite_size", "parity") if k in result}, indent=2))
-    print(f"exported to {output_dir}")
+    shown = ("tflite", "tflite_size", "encoding", "parity")
+    print(json.dumps({k: result[k] for k in shown if k in result}, indent=2))
+    print(f"exported to {output_dir} ({result['encoding']['chosen']} encoding: {result['encoding']['reason']})")
 
 
 def _bench(args) -> None:
@@ -243,7 +246,7 @@ def _bench(args) -> None:
         reference = reference or result
         print(f"{path}: {result.median_ms:.3f} ms/batch of {batch_size} (p90 {result.p90_ms:.3f}), "
               f"{result.items_per_second:,.0f} items/s, x{reference.median_ms / result.median_ms:.2f} "
-              f"vs {args.tflite[0]} ({result.threads} thread(s), {result.runtime})")
+              f"vs {args.tflite[0]} ({result.threads} thread(s), {result.runtime}: {result.kernels})")
 
 
 def _table(args) -> None:

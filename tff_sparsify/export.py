@@ -6,24 +6,29 @@ sparsity) and by its inference latency and throughput. This module:
 
 - removes TFMOT's pruning wrappers while keeping every pruned weight exactly zero
   (`strip_to_sparse_keras`; TFMOT's `strip_pruning` alone does not apply the masks);
-- writes a SavedModel (`save_saved_model`) and a .tflite file (`to_tflite`), float32 or with
-  dynamic-range int8 weights, with TFLite's `EXPERIMENTAL_SPARSITY` optimization by default;
+- writes a SavedModel (`save_saved_model`) and a .tflite file (`to_tflite`, `encode_tflite`), float32
+  or with dynamic-range int8 weights, in the smaller (gzip) of two encodings that both runtimes can
+  prepare: "sparse" (TFLite's `EXPERIMENTAL_SPARSITY` optimization) or "dense";
 - measures the file (`model_size`: raw and gzip bytes), checks that the .tflite computes what the Keras
   model computes (`check_parity`) and times it (`benchmark_tflite`), in TensorFlow's TFLite
-  interpreter ("tf") or in the standalone LiteRT runtime ("litert", package `ai-edge-litert`);
+  interpreter ("tf") or in the standalone LiteRT runtime ("litert", package `ai-edge-litert`), with
+  their default delegates (XNNPACK) as a phone runs it, saying which kernels ran each op;
 - does all of it for a finished run directory (`export_run`).
 
 What `EXPERIMENTAL_SPARSITY` does (TF 2.14 converter, x86): sparse kernels are stored compressed. A
-kernel whose zeros fill enough 1x4 blocks feeds TFLite's builtin sparse FULLY_CONNECTED kernel
-directly; any other gets a DENSIFY op and runs dense. On the paper's FC model at 90% sparsity the raw
-file shrinks 4.9x but inference is no faster. LiteRT 1.4's default XNNPACK delegate fails to prepare
-dynamic-range int8 models with sparsity; the interpreter then falls back to the builtin kernels and
-the results say so (`default_delegates=False`).
+kernel whose zeros fill enough 1x4 blocks (1x16 for int8) feeds TFLite's builtin sparse
+FULLY_CONNECTED kernel directly (XNNPACK leaves that op to the builtin kernels); any other gets a
+DENSIFY op and runs dense. On the paper's FC model at 90% sparsity the raw file shrinks 4.9x but
+inference is no faster. LiteRT 1.4's XNNPACK takes a DENSIFY of int8 weights, then fails to prepare the
+dynamic-range FULLY_CONNECTED fed by it ("failed to delegate FULLY_CONNECTED node"), whatever the batch
+size: such a sparse int8 encoding is not written (on the FC models measured its gzip was larger than
+the dense encoding's anyway).
 
 Every file is written atomically: to a temporary path beside it, then renamed.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gzip
 import os
@@ -38,6 +43,9 @@ from tff_sparsify import files, layout, models, pruning
 from tff_sparsify.layout import QUANTIZE_MODES, RUNTIMES, TFLITE_FILE, check_choice
 
 GZIP_LEVEL = 9
+ENCODINGS = ("sparse", "dense")  # TFLite's EXPERIMENTAL_SPARSITY (zeros not stored), or not.
+XNNPACK = "XNNPACK"  # The default delegate of both runtimes.
+BUILTIN = "builtin kernels"
 
 SAVED_MODEL_DIR = "saved_model"
 REPORT_FILE = "export.json"
@@ -59,7 +67,7 @@ class Parity:
     examples: int
     agreement: float  # Fraction of inputs with the same argmax.
     max_abs_diff: float  # Largest absolute difference of any output logit.
-    default_delegates: bool  # False: XNNPACK could not take the model, builtin kernels ran it.
+    kernels: str  # Which kernels ran it with the default delegates (`kernels`).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +82,19 @@ class Benchmark:
     median_ms: float
     p90_ms: float
     items_per_second: float  # batch_size / median latency.
-    default_delegates: bool
+    default_delegates: bool  # False: builtin kernels only, as asked (`delegates=False`).
+    kernels: str  # Which kernels ran it (`kernels`).
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """A converted model in the encoding chosen by `encode_tflite`, the sizes of every encoding tried,
+    and why this one."""
+
+    content: bytes
+    chosen: str  # One of ENCODINGS.
+    sizes: dict[str, ModelSize]  # Every encoding converted, by name.
+    reason: str
 
 
 def strip_to_sparse_keras(model: tf.keras.Model) -> tf.keras.Model:
@@ -100,29 +120,73 @@ def save_saved_model(model: tf.keras.Model, directory: str) -> str:
 
 
 def to_tflite(model: tf.keras.Model, path: str, *, quantize: str = "none", sparsity: bool = True) -> str:
-    """Converts `model` (wrapped or not) to a .tflite file at `path`; returns `path`.
+    """Writes `model` (wrapped or not) as a .tflite file at `path` (`encode_tflite`); returns `path`."""
+    files.write_bytes(path, encode_tflite(model, quantize=quantize, sparsity=sparsity).content)
+    return path
+
+
+def encode_tflite(model: tf.keras.Model, *, quantize: str = "none", sparsity: bool = True) -> Encoding:
+    """Converts `model` (wrapped or not) to a .tflite flatbuffer in the encoding worth writing.
 
     Args:
       quantize: "none" (float32) or "dynamic_int8" (int8 weights, float activations quantized on
         the fly: `tf.lite.Optimize.DEFAULT` without a representative dataset).
-      sparsity: add `tf.lite.Optimize.EXPERIMENTAL_SPARSITY` (sparse kernels stored compressed).
+      sparsity: also convert with `tf.lite.Optimize.EXPERIMENTAL_SPARSITY` (zeros not stored). That
+        "sparse" encoding is chosen if both runtimes prepare it with their default delegates and it is
+        smaller gzipped than the "dense" one (`smaller_encoding`).
 
-    The input keeps a dynamic batch dimension: interpreters are resized to any batch size.
+    The input keeps a dynamic batch dimension: interpreters are resized to any batch size. A
+    ValueError if no encoding can be prepared.
     """
     check_choice("quantize", quantize, QUANTIZE_MODES)
-    converter = tf.lite.TFLiteConverter.from_keras_model(strip_to_sparse_keras(model))
+    stripped = strip_to_sparse_keras(model)
+    names = ENCODINGS if sparsity else ("dense",)
+    contents = {name: _convert(stripped, quantize, name == "sparse") for name in names}
+    sizes = {name: _size(content) for name, content in contents.items()}
+    failures = {name: error for name, content in contents.items() if (error := _prepare_error(content))}
+    if len(failures) == len(contents):
+        raise ValueError(f"no encoding of this model can be prepared: {failures['dense']}")
+    chosen = smaller_encoding({name: size for name, size in sizes.items() if name not in failures})
+    if not sparsity:
+        return Encoding(contents[chosen], chosen, sizes, "sparsity optimization off")
+    sparse, dense = sizes["sparse"].gzip_bytes, sizes["dense"].gzip_bytes
+    reasons = [f"the {name} encoding is not runnable: {error}" for name, error in failures.items()]
+    reasons.append(f"gzip: sparse {sparse:,} bytes {'<' if sparse < dense else '>='} dense {dense:,}")
+    return Encoding(contents[chosen], chosen, sizes, "; ".join(reasons))
+
+
+def smaller_encoding(sizes: dict[str, ModelSize]) -> str:
+    """The encoding with the fewest gzip bytes; "dense" on a tie (the sparse one does not pay)."""
+    return min(sizes, key=lambda name: (sizes[name].gzip_bytes, name == "sparse"))
+
+
+def _convert(model: tf.keras.Model, quantize: str, sparse: bool) -> bytes:
+    """The TFLite flatbuffer of an unwrapped `model`."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [tf.lite.Optimize.DEFAULT] if quantize == "dynamic_int8" else []
-    if sparsity:
+    if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
-    files.write_bytes(path, converter.convert())
-    return path
+    return converter.convert()
+
+
+def _prepare_error(content: bytes) -> str | None:
+    """Why a runtime cannot prepare the flatbuffer `content` with its default delegates, or None."""
+    for runtime in RUNTIMES:
+        try:
+            _interpreter(content, runtime, 1)
+        except ValueError as error:
+            return str(error)
+    return None
 
 
 def model_size(path: str) -> ModelSize:
     """Raw and gzip (level 9) byte counts of the file at `path`."""
     with open(path, "rb") as f:
-        content = f.read()
+        return _size(f.read())
+
+
+def _size(content: bytes) -> ModelSize:
     return ModelSize(len(content), len(gzip.compress(content, compresslevel=GZIP_LEVEL, mtime=0)))
 
 
@@ -134,7 +198,11 @@ def check_parity(
     *,
     batch_size: int = 128,
 ) -> Parity:
-    """Runs the .tflite file and `keras_model` on the inputs `x` (in batches); compares the outputs."""
+    """Runs the .tflite file and `keras_model` on the inputs `x` (in batches); compares the outputs.
+
+    The runtime uses its default delegates (XNNPACK), as on a phone: a ValueError if it cannot
+    prepare the model with them.
+    """
     check_choice("runtime", runtime, RUNTIMES)
     x = np.asarray(x, np.float32)
     if len(x) == 0:
@@ -142,7 +210,7 @@ def check_parity(
     if batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
-    interpreter, default_delegates = _interpreter(tflite_path, runtime, min(batch_size, len(x)))
+    interpreter = _interpreter(tflite_path, runtime, min(batch_size, len(x)))
     actual = np.concatenate(
         [_invoke(interpreter, x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
     )
@@ -151,7 +219,7 @@ def check_parity(
         examples=len(x),
         agreement=float(np.mean(actual.argmax(-1) == expected.argmax(-1))),
         max_abs_diff=float(np.max(np.abs(actual - expected))),
-        default_delegates=default_delegates,
+        kernels=kernels(interpreter),
     )
 
 
@@ -170,7 +238,7 @@ def benchmark_tflite(
 
     `threads` defaults to the number of CPUs this process may use. Only `invoke()` is timed.
     `delegates=False` runs TFLite's builtin kernels only (no XNNPACK), e.g. to see what its sparse
-    kernels gain by themselves.
+    kernels gain by themselves; with them, a ValueError if the runtime cannot prepare the model.
     """
     check_choice("runtime", runtime, RUNTIMES)
     for name, value, low in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
@@ -181,7 +249,7 @@ def benchmark_tflite(
     elif threads < 1:
         raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
 
-    interpreter, default_delegates = _interpreter(path, runtime, batch_size, threads, delegates)
+    interpreter = _interpreter(path, runtime, batch_size, threads, delegates)
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.random.default_rng(seed).random(detail["shape"], dtype=np.float32))
     for _ in range(warmup):
@@ -201,7 +269,8 @@ def benchmark_tflite(
         median_ms=median * 1e3,
         p90_ms=float(np.percentile(seconds, 90)) * 1e3,
         items_per_second=batch_size / median,
-        default_delegates=default_delegates,
+        default_delegates=delegates,
+        kernels=kernels(interpreter),
     )
 
 
@@ -215,14 +284,17 @@ def export_run(
 ) -> dict[str, Any]:
     """Exports a run's `final_model.keras` to `out_dir`: SavedModel, .tflite and `export.json`.
 
-    The report (returned and written) holds the file sizes, the sparsity of the kernels and of all
-    parameters, the run's config, and, given `test_x`, the parity of the .tflite in both runtimes.
+    The report (returned and written) holds the size of the .tflite written, its encoding (chosen,
+    why, and the sizes of every encoding tried: `encode_tflite`), the sparsity of the kernels and of
+    all parameters, the run's config, and, given `test_x`, the parity of the .tflite in both runtimes.
     """
     check_choice("quantize", quantize, QUANTIZE_MODES)
     model = tf.keras.models.load_model(os.path.join(run_dir, layout.FINAL_MODEL_FILE), compile=False)
     os.makedirs(out_dir, exist_ok=True)
     saved_model = save_saved_model(model, os.path.join(out_dir, SAVED_MODEL_DIR))
-    tflite = to_tflite(model, os.path.join(out_dir, TFLITE_FILE), quantize=quantize, sparsity=sparsity)
+    encoding = encode_tflite(model, quantize=quantize, sparsity=sparsity)
+    tflite = os.path.join(out_dir, TFLITE_FILE)
+    files.write_bytes(tflite, encoding.content)
     report = {
         "run_dir": os.path.abspath(run_dir),
         "config": files.read_json(os.path.join(run_dir, "config.json")),
@@ -231,6 +303,11 @@ def export_run(
         "saved_model": os.path.abspath(saved_model),
         "tflite": os.path.abspath(tflite),
         "tflite_size": dataclasses.asdict(model_size(tflite)),
+        "encoding": {
+            "chosen": encoding.chosen,
+            "reason": encoding.reason,
+            "sizes": {name: dataclasses.asdict(size) for name, size in encoding.sizes.items()},
+        },
         **weight_sparsity(model),
     }
     if test_x is not None:
@@ -261,21 +338,45 @@ def _runtime(runtime: str):
     return interpreter.Interpreter, interpreter.OpResolverType
 
 
-def _interpreter(path: str, runtime: str, batch_size: int, threads: int | None = None, delegates: bool = True):
-    """An interpreter for `path` with its input resized to `batch_size` and tensors allocated.
-
-    Returns it with `True` if the default delegates (XNNPACK) took the model, or with `False` if they
-    were not wanted (`delegates=False`) or failed to prepare it, and the builtin kernels run it.
-    """
+def _interpreter(model: str | bytes, runtime: str, batch_size: int, threads: int | None = None,
+                 delegates: bool = True):
+    """An interpreter for `model` (a path, or flatbuffer bytes) with its input resized to `batch_size`
+    and tensors allocated, with the runtime's default delegates (XNNPACK) or, `delegates=False`, its
+    builtin kernels only. A ValueError if the runtime cannot prepare the model."""
     interpreter_class, op_resolver_type = _runtime(runtime)
-    if delegates:
-        try:
-            return _allocated(interpreter_class(model_path=path, num_threads=threads), batch_size), True
-        except RuntimeError:
-            pass
-    builtin = op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = interpreter_class(model_path=path, num_threads=threads, experimental_op_resolver_type=builtin)
-    return _allocated(interpreter, batch_size), False
+    source = {"model_path": model} if isinstance(model, str) else {"model_content": model}
+    resolver = op_resolver_type.AUTO if delegates else op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = interpreter_class(**source, num_threads=threads, experimental_op_resolver_type=resolver)
+        return _allocated(interpreter, batch_size)
+    except RuntimeError as error:
+        name = repr(model) if isinstance(model, str) else "the model"
+        using = f"its default delegates ({XNNPACK})" if delegates else BUILTIN
+        raise ValueError(f"{runtime} cannot prepare {name} with {using}: {str(error).splitlines()[0]}") from None
+
+
+def kernels(interpreter) -> str:
+    """Which kernels run the ops of an allocated interpreter: XNNPACK, the builtin kernels, or
+    "XNNPACK for 1 of 4 ops, builtin kernels for 3 FULLY_CONNECTED"."""
+    ops = interpreter._get_ops_details()  # The model's ops, then one DELEGATE op per delegated partition.
+    producers = {tensor: op for op in ops if op["op_name"] != "DELEGATE" for tensor in op["outputs"]}
+    delegated = set()
+    for partition in (op for op in ops if op["op_name"] == "DELEGATE"):
+        # The partition's ops: those that make its outputs, back to its inputs.
+        inputs, pending = set(partition["inputs"]), list(partition["outputs"])
+        while pending:
+            op = producers.get(pending.pop())
+            if op is not None and op["index"] not in delegated:
+                delegated.add(op["index"])
+                pending.extend(tensor for tensor in op["inputs"] if tensor not in inputs)
+    model_ops = [op for op in ops if op["op_name"] != "DELEGATE"]
+    builtin = collections.Counter(op["op_name"] for op in model_ops if op["index"] not in delegated)
+    if not builtin:
+        return XNNPACK
+    if not delegated:
+        return BUILTIN
+    names = ", ".join(f"{count} {name}" for name, count in sorted(builtin.items()))
+    return f"{XNNPACK} for {len(delegated)} of {len(model_ops)} ops, {BUILTIN} for {names}"
 
 
 def _allocated(interpreter, batch_size: int):
