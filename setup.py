@@ -1,4 +1,6 @@
 """Installs tff_sparsify. Use `make install`: it installs the pinned set in requirements.txt first."""
+import os
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -13,6 +15,25 @@ if sys.version_info[:2] != SUPPORTED_PYTHON:
         % sys.version_info[:2]
     )
 
+
+def _target_has_stack() -> bool:
+    """Whether the environment being installed into holds TensorFlow Federated. Asked of a fresh
+    interpreter without PYTHONPATH: pip's isolated build environment hides that environment's
+    packages from this script through it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow_federated') is None)"
+    return subprocess.run([sys.executable, "-c", probe], env=env).returncode == 0
+
+
+if not _target_has_stack():  # `pip install <checkout>` would backtrack through TFF releases for minutes.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.exit(
+        "tff_sparsify installs on its pinned stack (TensorFlow Federated 0.87, TensorFlow 2.14, ...), which "
+        "pip cannot resolve by itself: TFF 0.87 pins a jaxlib that has no wheel. Install the lock first, "
+        "then the package, without dependency resolution:\n"
+        f"    pip install --no-deps -r {os.path.join(here, 'requirements.txt')} && pip install --no-deps {here}"
+    )
+
 setup(
     name="tff_sparsify",
     version="0.1.0",
@@ -22,7 +43,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["tff_sparsify", "tff_sparsify.*"]),
-    # Versions are pinned in requirements.txt (installed with --no-deps; see its header).
+    # Versions are pinned in requirements.txt (installed first, with --no-deps; see its header).
     install_requires=[
         "tensorflow-federated",
         "tensorflow",

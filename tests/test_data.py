@@ -167,3 +167,19 @@ def test_test_dataset_covers_the_test_split(digits):
 def test_federate_rejects_bad_batch_size(digits):
     with pytest.raises(ValueError, match="batch_size"):
         data.federate(digits, 2, batch_size=0)
+
+
+def test_own_arrays_become_a_dataset_checked_like_the_built_in_ones():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (30, 5, 7), dtype=np.uint8), np.arange(30) % 4
+    dataset = data.from_arrays(x, y, x[:6], y[:6])
+    assert (dataset.input_shape, dataset.num_classes, dataset.x_train.shape) == ((5, 7, 1), 4, (30, 5, 7, 1))
+    assert float(np.max(dataset.scaled(np.array([255], np.uint8)))) == 1.0
+    unit = data.from_arrays(x / 255, y, x[:6] / 255, y[:6], max_value=1.0, num_classes=5)
+    assert unit.num_classes == 5 and np.allclose(unit.scaled(unit.x_train), x[..., None] / 255)
+    with pytest.raises(ValueError, match=r"custom train images are already scaled to \[0, 1\]; .* max_value=1.0"):
+        data.from_arrays(x / 255, y, x[:6] / 255, y[:6])
+    with pytest.raises(ValueError, match=r"custom labels must be integers, found e.g. 0.5"):
+        data.from_arrays(x, y + 0.5, x[:6], y[:6])
+    with pytest.raises(ValueError, match=r"custom train images must have shape \[N, H, W\] or \[N, H, W, C\]"):
+        data.from_arrays(x[0], y, x[:6], y[:6])

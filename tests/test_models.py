@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -107,3 +109,66 @@ def test_the_configs_dataset_and_model_names_are_the_librarys():
     assert config.DATASETS == tuple(data.DATASETS)
     assert config.MODELS == tuple(models.MODELS)
     assert set(models.DEFAULT_MODEL) == set(config.DATASETS)
+
+
+class _Subclassed(tf.keras.Model):
+    def __init__(self):
+        super().__init__(name="mine")
+        self.dense = tf.keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+class _Scale(tf.keras.layers.Layer):  # A custom layer with a trainable weight TFMOT does not know.
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=input_shape[-1:], initializer="ones")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def _inputs():
+    return tf.keras.Input((4,))
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda: _Subclassed(), "model 'mine' is a subclassed keras.Model, which Keras cannot clone"),
+        (lambda: models.wrap_for_pruning(tf.keras.Sequential([_inputs(), tf.keras.layers.Dense(2)], name="done")),
+         "model 'done' is already wrapped for pruning"),
+        (lambda: tf.keras.Sequential([_inputs(), tf.keras.Sequential([tf.keras.layers.Dense(3)], name="inner"),
+                                      tf.keras.layers.Dense(2)], name="outer"),
+         "model 'outer' holds the nested model 'inner', whose layers would not be pruned"),
+        (lambda: tf.keras.Sequential([_inputs(), _Scale(name="scale"), tf.keras.layers.Dense(2)]),
+         r"layer 'scale' \(_Scale\) has trainable weights TFMOT cannot prune"),
+    ],
+)
+def test_models_that_would_train_otherwise_than_asked_are_refused_by_name(build, message):
+    with pytest.raises(ValueError, match=message):
+        models.wrap_for_pruning(build())
+
+
+def test_layers_tfmot_keeps_dense_on_purpose_are_accepted():
+    model = tf.keras.Sequential([tf.keras.Input((6, 6, 1)), tf.keras.layers.Conv2D(2, 3),
+                                 tf.keras.layers.BatchNormalization(), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.LayerNormalization(), tf.keras.layers.Dense(2)])
+    assert len(models.pruning_wrappers(models.wrap_for_pruning(model))) == 2
+
+
+def test_a_softmax_output_with_a_logits_loss_is_warned_about():
+    from tff_sparsify import learning
+
+    def softmax_model():
+        return tf.keras.Sequential([_inputs(), tf.keras.layers.Dense(2, activation="softmax")], name="probs")
+
+    spec = (tf.TensorSpec([None, 4]), tf.TensorSpec([None], tf.int64))
+    with pytest.warns(UserWarning, match="model 'probs' ends in a softmax but the loss expects logits"):
+        learning.ModelTask(softmax_model, spec).wrapped_keras_model()
+    probabilities = learning.ModelTask(
+        softmax_model, spec, loss_fn=lambda: tf.keras.losses.SparseCategoricalCrossentropy(from_logits=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probabilities.wrapped_keras_model()
+    assert not [w for w in caught if "softmax" in str(w.message)]  # The matching loss: no warning.

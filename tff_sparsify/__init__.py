@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow loads: h
 __version__ = "0.1.0"
 
 _NAMES = {
-    "Dataset": "data", "FederatedData": "data", "federate": "data", "load_dataset": "data",
+    "Dataset": "data", "FederatedData": "data", "federate": "data", "from_arrays": "data", "load_dataset": "data",
     "build_model": "models", "wrap_for_pruning": "models",
 }
 

@@ -39,10 +39,13 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    - its `wait()` without timeout, which TFF only calls right after its SIGINT, is bounded: a worker
      ignoring SIGINT is killed at once, any other after `WORKER_STOP_SECONDS`.
    compat installs no signal handler: SIGTERM and SIGHUP end the process as before, and the kernel
-   then kills the worker. The worker keeps the signal dispositions it inherits, so Ctrl-C in the
+   then kills the worker (the command line turns them into a clean stop, `cli._signals_stop_the_command`). The worker keeps the signal dispositions it inherits, so Ctrl-C in the
    terminal of a script that started a job with `&` still stops neither the job nor its worker.
    A worker started before tff_sparsify was imported is a plain `Popen`: TFF still stops it, but it
    does not die with its parent.
+9. `tff.learning.models.from_keras_model` warns that a BatchNorm model's statistics "won't be updated
+   during the training", for every process built: ours federate them (`models.batch_norm_statistics`),
+   so the warning is filtered.
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ import subprocess
 import sys
 import threading
 import types
+import warnings
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -67,6 +71,8 @@ from tensorflow_federated.python.core.impl.executor_stacks import executor_facto
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
+warnings.filterwarnings("ignore", "Batch Normalization contains non-trainable variables", UserWarning,
+                        r"tensorflow_federated\.")  # Item 9.
 
 
 @tf.keras.utils.register_keras_serializable(package="tff_sparsify")
@@ -109,6 +115,13 @@ def has_prunable_weights(layer: tf.keras.layers.Layer) -> bool:
     if registry._is_rnn_layer(layer) or registry._is_mha_layer(layer):  # pylint: disable=protected-access
         return registry.supports(layer)
     return registry.supports(layer) and bool(registry._weight_names(layer))  # pylint: disable=protected-access
+
+
+def prunes_nothing(layer: tf.keras.layers.Layer) -> bool:
+    """Whether TFMOT knows `layer` and deliberately prunes none of its weights (BatchNorm,
+    LayerNormalization, Embedding, ...), as opposed to not knowing it."""
+    registry = prune_registry.PruneRegistry
+    return registry.supports(layer) and not registry._weight_names(layer)  # pylint: disable=protected-access
 
 
 def is_pruning_step(variable: tf.Variable) -> bool:

@@ -86,14 +86,31 @@ def load_dataset(name: str, *, path: str | None = None, data_dir: str | None = N
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
     if path is not None:
         try:
-            return _as_dataset(name, *_read_npz(path))
+            return _as_dataset(name, DATASETS[name], *_read_npz(path))
         except ValueError as error:
             raise ValueError(f"path {path!r}: {error}") from None
     if name == "digits":
         arrays = _digits_arrays()
     else:
         arrays = _tfds_arrays(name, data_dir)
-    return _as_dataset(name, *arrays)
+    return _as_dataset(name, DATASETS[name], *arrays)
+
+
+def from_arrays(x_train, y_train, x_test, y_test, *, num_classes: int | None = None, max_value: float = 255.0,
+                name: str = "custom") -> Dataset:
+    """Your own images and labels as a `Dataset`: `x` of shape [N, H, W] or [N, H, W, C] holding raw
+    pixel values in [0, `max_value`] (scaled to [0, 1] for the model), `y` integer labels in
+    [0, `num_classes`) (default: the largest label + 1). Checked as the built-in datasets are."""
+    x_train = np.asarray(x_train)
+    if x_train.ndim not in (3, 4):
+        raise ValueError(f"{name} train images must have shape [N, H, W] or [N, H, W, C], got {x_train.shape}")
+    image_shape = (*x_train.shape[1:3], x_train.shape[3] if x_train.ndim == 4 else 1)
+    if num_classes is None:
+        labels = np.concatenate([np.ravel(y_train), np.ravel(y_test)])
+        _check_values(f"{name} labels", labels, 0, np.inf, integral=True)
+        num_classes = int(labels.max()) + 1
+    spec = DatasetSpec(image_shape, num_classes, float(max_value))
+    return _as_dataset(name, spec, x_train, y_train, x_test, y_test)
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, ...]:
@@ -141,8 +158,7 @@ def _tfds_arrays(name: str, data_dir: str | None) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def _as_dataset(name, x_train, y_train, x_test, y_test) -> Dataset:
-    spec = DATASETS[name]
+def _as_dataset(name: str, spec: DatasetSpec, x_train, y_train, x_test, y_test) -> Dataset:
     x_train, x_test = (_with_channels(x, spec.image_shape) for x in (x_train, x_test))
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         y = np.asarray(y)
@@ -151,7 +167,8 @@ def _as_dataset(name, x_train, y_train, x_test, y_test) -> Dataset:
         _check_values(f"{name} {split} images", x, 0, spec.max_value)
         if np.issubdtype(x.dtype, np.floating) and spec.max_value > 1 and x.max() <= 1:
             raise ValueError(f"{name} {split} images are already scaled to [0, 1]; store the raw pixel "
-                             f"values in [0, {spec.max_value:g}] (the Keras layout)")
+                             f"values in [0, {spec.max_value:g}] (the Keras layout), or give from_arrays "
+                             "max_value=1.0")
         _check_values(f"{name} {split} labels", y, 0, spec.num_classes - 1, integral=True)
     y_train, y_test = (np.asarray(y).astype(np.int64).reshape(-1) for y in (y_train, y_test))
     return Dataset(name, x_train, y_train, x_test, y_test, spec)

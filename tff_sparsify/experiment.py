@@ -23,7 +23,7 @@ import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
 from tff_sparsify import (
-    compat, data, export, files, layout, learning, metrics, models, optimizers, pruning, saliency, worker_data,
+    compat, data, files, layout, learning, metrics, models, optimizers, pruning, saliency, worker_data,
 )
 from tff_sparsify.config import (  # noqa: F401 (re-exported)
     ALGORITHMS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig,
@@ -212,7 +212,8 @@ def _run_locked(config, federated, model_name, output_dir, stop_after, progress,
 
     summary = _summary(config, history, ledger, evaluator.num_params)
     if summary["completed"]:
-        _save_final_model(task, process.get_model_weights(state), os.path.join(output_dir, FINAL_MODEL_FILE))
+        stripped = task.sparse_keras_model(process.get_model_weights(state))
+        files.atomic_write(os.path.join(output_dir, FINAL_MODEL_FILE), stripped.save, suffix=".keras")
     from tff_sparsify import plots  # Imported here: matplotlib is only needed for this figure.
 
     plots.plot_history(history, os.path.join(output_dir, "history.png"), title=config.algorithm)
@@ -341,13 +342,6 @@ def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: 
         },
         "seconds": round(sum(r["seconds"] for r in history), 1),
     }
-
-
-def _save_final_model(task: learning.ModelTask, weights, path: str) -> None:
-    wrapped = task.wrapped_keras_model()
-    weights.assign_weights_to(wrapped)
-    stripped = export.strip_to_sparse_keras(wrapped)
-    files.atomic_write(path, lambda tmp: stripped.save(tmp), suffix=".keras")
 
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:

@@ -103,10 +103,10 @@ def wrap_for_pruning(
     Masks are under FedSparsify's control (never TFMOT's schedule). Layers without prunable weights
     (pooling, batch norm, dropout, ...) stay unwrapped.
     As in TFMOT's guide, this clones the model, so the wrapped layers' weights are freshly initialized.
-    Raises ValueError if the model has no weights TFMOT can prune.
+    Raises ValueError, naming the model or layer, for what would silently train otherwise than asked
+    (`check_prunable`).
     """
-    if not any(compat.has_prunable_weights(layer) for layer in model.layers):
-        raise ValueError(f"model {model.name!r} has nothing to prune (no Dense or Conv kernels)")
+    check_prunable(model)
     schedule = compat.ServerControlledSchedule()
 
     def wrap(layer):
@@ -115,6 +115,30 @@ def wrap_for_pruning(
         return layer.__class__.from_config(layer.get_config())
 
     return tf.keras.models.clone_model(model, clone_function=wrap)
+
+
+def check_prunable(model: tf.keras.Model) -> None:
+    """A ValueError for a model `wrap_for_pruning` cannot prune as a whole: subclassed (Keras cannot
+    clone it), already wrapped by TFMOT, holding a nested model (its layers would stay dense), a
+    layer with trainable weights TFMOT does not know how to prune (they would stay dense), or nothing
+    to prune at all."""
+    if not isinstance(model, tf.keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise ValueError(f"model {model.name!r} is a subclassed keras.Model, which Keras cannot clone for "
+                         "TFMOT's pruning wrappers; build it with keras.Sequential or the functional API")
+    for layer in model.layers:
+        if isinstance(layer, compat.PruneLowMagnitude):
+            raise ValueError(f"model {model.name!r} is already wrapped for pruning (layer {layer.name!r}); "
+                             "give the plain Keras model: tff_sparsify wraps it and controls the masks")
+        if isinstance(layer, tf.keras.Model):
+            raise ValueError(f"model {model.name!r} holds the nested model {layer.name!r}, whose layers would "
+                             "not be pruned; build one flat model of layers (e.g. add its layers directly)")
+        if layer.trainable_weights and not compat.has_prunable_weights(layer) and not compat.prunes_nothing(layer):
+            raise ValueError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has trainable weights TFMOT cannot prune, "
+                "so they would stay dense; make it a tfmot.sparsity.keras.PrunableLayer "
+                "(get_prunable_weights) or build it from Dense/Conv layers")
+    if not any(compat.has_prunable_weights(layer) for layer in model.layers):
+        raise ValueError(f"model {model.name!r} has nothing to prune (no Dense or Conv kernels)")
 
 
 def pruning_wrappers(model: tf.keras.Model) -> list:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import models
+from tff_sparsify import export, models
 
 
 def _default_metrics() -> list[tf.keras.metrics.Metric]:
@@ -70,6 +71,15 @@ def kernel_costs(keras_model: tf.keras.Model) -> list[float]:
     return costs
 
 
+def _warn_if_softmax_meets_logits_loss(model: tf.keras.Model, loss) -> None:
+    """A softmax output trained with a loss that expects logits learns slowly and wrongly, silently."""
+    last = model.layers[-1] if model.layers else None
+    softmax = isinstance(last, tf.keras.layers.Softmax) or getattr(last, "activation", None) is tf.keras.activations.softmax
+    if softmax and getattr(loss, "get_config", dict)().get("from_logits"):
+        warnings.warn(f"model {model.name!r} ends in a softmax but the loss expects logits (from_logits=True); "
+                      "remove the softmax, or give ModelTask a loss_fn with from_logits=False", stacklevel=3)
+
+
 def _replace(values: Sequence[Any], indices: Sequence[int], replacements: Sequence[Any]) -> list:
     values = list(values)
     for i, value in zip(indices, replacements):
@@ -87,7 +97,17 @@ class ModelTask:
     metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] = _default_metrics
 
     def wrapped_keras_model(self) -> tf.keras.Model:
-        return models.wrap_for_pruning(self.keras_model_fn())
+        model = self.keras_model_fn()
+        _warn_if_softmax_meets_logits_loss(model, self.loss_fn())
+        return models.wrap_for_pruning(model)
+
+    def sparse_keras_model(self, weights: tff.learning.models.ModelWeights) -> tf.keras.Model:
+        """The trained model out of a process, in one call (`task.sparse_keras_model(
+        process.get_model_weights(state))`): a plain Keras model, TFMOT wrappers stripped, pruned
+        kernels exactly zero, BatchNorm statistics as federated."""
+        wrapped = self.wrapped_keras_model()
+        weights.assign_weights_to(wrapped)
+        return export.strip_to_sparse_keras(wrapped)
 
     def tff_model(self, keras_model: tf.keras.Model | None = None) -> tff.learning.models.VariableModel:
         return tff.learning.models.from_keras_model(
