@@ -24,7 +24,8 @@ import typing
 from typing import Callable
 
 from tff_sparsify import files, layout
-from tff_sparsify.config import ExperimentConfig
+from tff_sparsify.config import ALGORITHMS, DATASETS, MODELS, ExperimentConfig
+from tff_sparsify.partitions import PARTITIONS
 from tff_sparsify.errors import RunError
 
 # TensorFlow loads only when a command runs (tff_sparsify's modules below `config` import it), so a
@@ -130,14 +131,18 @@ def _parse_bool(value: str) -> bool:
     return value.lower() == "true"
 
 
+ALLOWED_VALUES = {"algorithm": ALGORITHMS, "dataset": DATASETS, "model": MODELS, "partition": PARTITIONS}  # Listed in --help; checked by ExperimentConfig.
+
+
 def _add_config_flags(command) -> None:
     for field in dataclasses.fields(ExperimentConfig):
+        allowed = ALLOWED_VALUES.get(field.name)
+        help_text = (f"one of {', '.join(allowed)}; " if allowed else "") + f"default: {field.default}"
         if _field_type(field.name) is _parse_bool:
             command.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None,
-                                 help=f"default: {field.default}")
+                                 help=help_text)
         else:
-            command.add_argument(_flag(field.name), type=_field_type(field.name), default=None,
-                                 help=f"default: {field.default}")
+            command.add_argument(_flag(field.name), type=_field_type(field.name), default=None, help=help_text)
 
 
 def _add_export_commands(commands) -> None:
