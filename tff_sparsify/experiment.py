@@ -130,7 +130,6 @@ def run(
         _check_same_config(config, output_dir)
         if _finished(output_dir):
             return files.read_json(os.path.join(output_dir, "summary.json"))
-        _say(progress, f"{output_dir}: loading {config.dataset} and splitting it among {config.num_clients} clients")
         federated = _federated_data(config)  # Validates data, partition and model before anything is written.
         model_name = config.model or models.DEFAULT_MODEL[config.dataset]
         _check_model_fits(model_name, federated.dataset)
@@ -178,8 +177,8 @@ def _run_locked(config, federated, model_name, output_dir, stop_after, progress,
         lambda: models.build_model(model_name, dataset.input_shape, dataset.num_classes),
         federated.element_spec,
     )
-    _say(progress, f"building {config.algorithm}: TFF traces its computations (about 10-30 s), then the first "
-                   "round traces on TFF's worker")
+    _say(progress, f"{output_dir}: building {config.algorithm} (TFF traces its computations: about 10-30 s, "
+                   "and the first round traces on TFF's worker)")
     weights = initial_weights(config, task, federated)
     with worker_data.WorkerClientData(federated) as client_data:  # The worker builds client datasets.
         process = client_data.compose(build_process(config, task, weights), config.local_epochs)
