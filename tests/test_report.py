@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tff_sparsify import cli, report
+from tff_sparsify import cli, config, report
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,13 @@ def test_a_table_checks_every_run_before_exporting_any(resumed_run, tmp_path):
         report.write_table([str(finished)], str(tmp_path / "table"))
     assert sorted(os.listdir(finished)) == ["config.json", "history.json", "summary.json"]
     assert not (tmp_path / "table").exists()
+
+
+def test_accuracy_is_labelled_with_the_rounds_it_averages(table):
+    _, output_dir, rows = table
+    rounds = rows[0]["rounds"]
+    assert rounds < 10
+    with open(os.path.join(output_dir, "table.md")) as f:
+        text = f.read()
+    assert f"accuracy (last {rounds} / final)" in text and f"mean test accuracy of the last {rounds} rounds" in text
+    assert [config.last_rounds_label(n) for n in ([200, 200], [2], [2, 200])] == ["10", "2", "2-10"]

@@ -19,6 +19,14 @@ DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 MODELS = ("fc", "cnn", "vgg16")
 LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
 MEAN_ACCURACY = f"mean_test_accuracy_last_{LAST_ROUNDS_FOR_MEAN}"  # Its key in a run's summary.
+
+
+def last_rounds_label(rounds_completed) -> str:
+    """How many final rounds `MEAN_ACCURACY` averages for runs of `rounds_completed` rounds: "10",
+    or as many as a shorter run has ("2"; "2-10" across runs of different lengths)."""
+    counts = sorted({min(LAST_ROUNDS_FOR_MEAN, n) for n in rounds_completed})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
 ALGORITHMS = (
     "fedsparsify_global", "fedsparsify_local", "fedavg", "fedprox", "oneshot", "oneshot_finetune",
     "random", "snip", "grasp", "prunefl",

@@ -17,7 +17,7 @@ import os
 from typing import Callable, Iterable
 
 from tff_sparsify import files
-from tff_sparsify.config import ALGORITHMS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
+from tff_sparsify.config import ALGORITHMS, MEAN_ACCURACY, ExperimentConfig, last_rounds_label
 
 # TensorFlow loads only when cells run or are summarized (`experiment` and `report` are imported
 # there), so selecting and listing cells, and the command line's errors about them, answer at once.
@@ -189,10 +189,11 @@ def reproduction_markdown(group: str, rows: list[dict]) -> str:
     """Our results beside the paper's (where the paper reports the cell): accuracy, nonzero
     parameters, gzip size and communication, and how long each run took."""
     paper = PAPER_RESULTS.get(group, {})
+    last = last_rounds_label(r["rounds"] for r in rows)
     lines = [
         f"### {group}",
         "",
-        "| run | accuracy, ours (last 10 / final) | accuracy, paper | params, ours / paper | "
+        f"| run | accuracy, ours (last {last} / final) | accuracy, paper | params, ours / paper | "
         "gzip MB, ours / paper | comm. (M params), ours / paper | run time (h) |",
         "|" + " --- |" * 7,
     ]
@@ -203,7 +204,7 @@ def reproduction_markdown(group: str, rows: list[dict]) -> str:
             f"{r['params']:,} / {_paper(p, 1, '{:,}')} | {r['gzip_mb']:.3f} / {_paper(p, 2, '{:.3f}')} | "
             f"{r['comm_params'] / 1e6:.1f} / {_paper(p, 3, '{}')} | {r['hours']:.2f} |"
         )
-    lines.append(f"\nAccuracy: mean test accuracy of the last {LAST_ROUNDS_FOR_MEAN} rounds / final "
+    lines.append(f"\nAccuracy: mean test accuracy of the last {last} rounds / final "
                  "round (the paper reports one accuracy per run). '-': not reported in the paper.")
     return "\n".join(lines)
 

@@ -6,7 +6,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from tff_sparsify import files  # noqa: E402
+from tff_sparsify.config import last_rounds_label  # noqa: E402
 
 
 def plot_history(history: list[dict], path: str, title: str = "") -> None:
@@ -36,33 +39,56 @@ def plot_history(history: list[dict], path: str, title: str = "") -> None:
 def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: str) -> None:
     """Two panels across runs: accuracy vs sparsity, and accuracy vs cumulative Mbit per run.
 
-    `rows` are `report` rows (with `run`, `method`, `sparsity`, `accuracy`); `histories` maps each
-    row's `run` to its history. A method has one colour in both panels.
+    `rows` are `report` rows (with `run`, `method`, `sparsity`, `accuracy`, `rounds`); `histories`
+    maps each row's `run` to its history. A method has one colour in both panels and one entry in
+    the figure's one legend. Sparsity is drawn on a -log10(1 - s) scale, so 0.8, 0.9, 0.95 and 0.99
+    are apart; each communication curve is labelled with its run at its end.
     """
     methods = sorted({r["method"] for r in rows})
     colours = {method: f"C{i % 10}" for i, method in enumerate(methods)}
-    fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(13, 5))
     for method in methods:
         points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["method"] == method)
         if all(sparsity == 0 for sparsity, _ in points):  # Dense baselines: a reference line.
             sparsity_ax.axhline(points[0][1], linestyle="--", color=colours[method], label=f"{method} (dense)")
         else:
             sparsity_ax.plot(*zip(*points), "o-", color=colours[method], label=method)
-    sparsity_ax.set(xlabel="sparsity", ylabel="test accuracy (mean of last 10 rounds)",
+    sparsities = sorted({round(r["sparsity"], 4) for r in rows if r["sparsity"] > 0})
+    if sparsities:
+        sparsity_ax.set_xscale("function", functions=(_nines, _from_nines))
+        sparsity_ax.set_xticks(sparsities, [f"{s:g}" for s in sparsities])
+        sparsity_ax.set_xlim(_from_nines(_nines(sparsities[0]) - 0.15), _from_nines(_nines(sparsities[-1]) + 0.15))
+    last = last_rounds_label(r["rounds"] for r in rows)
+    sparsity_ax.set(xlabel="sparsity of prunable weights", ylabel=f"test accuracy (mean of last {last} rounds)",
                     title="accuracy vs sparsity")
     for row in rows:
         history = histories[row["run"]]
-        comm_ax.plot([r["cumulative_mbit"] for r in history], [r["test_accuracy"] for r in history],
-                     color=colours[row["method"]], label=row["run"])
-    comm_ax.set(xlabel="cumulative communication (Mbit)", ylabel="test accuracy", ylim=(0, 1),
+        mbit, accuracy = [r["cumulative_mbit"] for r in history], [r["test_accuracy"] for r in history]
+        comm_ax.plot(mbit, accuracy, color=colours[row["method"]], linewidth=1, alpha=0.8)
+        comm_ax.annotate(row["run"], (mbit[-1], accuracy[-1]), fontsize=8, color=colours[row["method"]],
+                         xytext=(3, 0), textcoords="offset points", va="center")
+    comm_ax.set_xscale("log")
+    comm_ax.set(xlabel="cumulative communication (Mbit, log scale)", ylabel="test accuracy", ylim=(0, 1),
                 title="accuracy vs communication")
     for ax in (sparsity_ax, comm_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    handles, labels = sparsity_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     _save(fig, path)
 
 
+def _nines(sparsity):
+    """-log10(1 - s): 1 at 0.9, 2 at 0.99."""
+    return -np.log10(1 - np.clip(sparsity, 0, 1 - 1e-9))
+
+
+def _from_nines(nines):
+    return 1 - 10.0 ** -np.asarray(nines)
+
+
 def _save(fig, path: str) -> None:
-    fig.tight_layout()
+    if not fig.get_layout_engine():
+        fig.tight_layout()
     files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), suffix=".png")
     plt.close(fig)

@@ -1,6 +1,6 @@
 """The paper's results table (tables 1-2) across finished runs, each factor relative to a reference.
 
-For every run directory: accuracy (mean test accuracy of the last 10 rounds, and the final round),
+For every run directory: accuracy (mean test accuracy of the last 10 rounds, fewer in a shorter run, and the final round),
 sparsity, nonzero parameters, communication cost (paper appendix C), gzip size of the exported
 .tflite (the paper's "Model Size"), and TFLite latency / throughput on the paper's batch size. The
 first run is the reference (normally dense FedAvg) for the x-factors. Runs are exported on demand
@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from tff_sparsify import data, export, files, layout, plots
-from tff_sparsify.config import LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY
+from tff_sparsify.config import MEAN_ACCURACY, last_rounds_label
 
 PAPER_BATCH_SIZE = {"digits": 32, "fashion_mnist": 32, "cifar10": 128, "cifar100": 128}
 
@@ -42,6 +42,7 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
         "sparsity": summary["final_sparsity"],
         "accuracy": summary[MEAN_ACCURACY],
         "final_accuracy": summary["final_test_accuracy"],
+        "rounds": summary["rounds_completed"],
         "params": summary["final_nonzero_params"],
         "comm_params": summary["communication"]["params"],
         "comm_mbit": summary["communication"]["mbit"],
@@ -87,7 +88,8 @@ def with_factors(rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     """The table as Markdown, in the paper's layout."""
-    header = ("| run | sparsity | accuracy (last 10 / final) | params | comm. cost (M params) | "
+    last = last_rounds_label(r["rounds"] for r in rows)
+    header = (f"| run | sparsity | accuracy (last {last} / final) | params | comm. cost (M params) | "
               "gzip size (MB) | latency (ms) | throughput (items/s) |")
     lines = [header, "|" + " --- |" * 8]
     for r in rows:
@@ -98,7 +100,7 @@ def markdown(rows: list[dict]) -> str:
             f"{r['items_per_s']:,.0f} (x{r['items_per_s_x']:.2f}) |"
         )
     batch, threads, runtime = rows[0]["batch_size"], rows[0]["threads"], rows[0]["runtime"]
-    lines.append(f"\nAccuracy: mean test accuracy of the last {LAST_ROUNDS_FOR_MEAN} rounds / final "
+    lines.append(f"\nAccuracy: mean test accuracy of the last {last} rounds / final "
                  f"round. Latency: median per batch of {batch}, {threads} thread(s), {runtime} interpreter. "
                  "Factors (x) relative to the first row.")
     return "\n".join(lines)
