@@ -29,8 +29,10 @@ Every file is written atomically: to a temporary path beside it, then renamed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import gzip
+import logging
 import os
 import time
 from typing import Any
@@ -115,7 +117,8 @@ def strip_to_sparse_keras(model: tf.keras.Model) -> tf.keras.Model:
 def save_saved_model(model: tf.keras.Model, directory: str) -> str:
     """Writes `model` (wrappers stripped, pruned weights zero) as a SavedModel; returns `directory`."""
     stripped = strip_to_sparse_keras(model)
-    files.atomic_directory(directory, lambda tmp: stripped.save(tmp, save_format="tf"))
+    with _tf_logger_at(logging.ERROR):  # Not "Compiled the loaded model, but the compiled metrics ..." each time.
+        files.atomic_directory(directory, lambda tmp: stripped.save(tmp, save_format="tf"))
     return directory
 
 
@@ -394,3 +397,15 @@ def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@contextlib.contextmanager
+def _tf_logger_at(level: int):
+    """TensorFlow's Python logger at `level` for the `with` block."""
+    logger = tf.get_logger()
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
