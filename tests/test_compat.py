@@ -57,3 +57,10 @@ def test_the_package_and_its_command_line_answer_a_usage_error_without_tensorflo
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert result.stdout.split() == ["2", "False"]
     assert "--seed must be an integer in [0, 2**32 - 1], got -1" in result.stderr
+
+
+def test_importing_the_library_prints_nothing_on_a_cpu_machine():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", "import tff_sparsify.experiment"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "Unable to register" not in result.stderr, result.stderr

@@ -233,3 +233,4 @@ def test_ctrl_c_that_lands_in_a_gc_callback_still_stops_the_command():
     assert result.returncode == 130
     assert result.stderr.strip().splitlines() == [
         "tff-sparsify: interrupted; run the same command again to resume after the last completed round"]
+

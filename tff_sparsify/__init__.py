@@ -7,7 +7,10 @@ when they load (`tff_sparsify.compat`).
 import importlib
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow loads: hide its C++ info logs.
+# Before TensorFlow loads: hide its C++ logs, among them the "Unable to register cuDNN/cuFFT/cuBLAS
+# factory" errors TensorFlow 2.14 prints at every import on a CPU machine (errors that matter reach
+# Python as exceptions). TF_CPP_MIN_LOG_LEVEL=0 in the environment shows them all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 
