@@ -1,4 +1,5 @@
 """Installs tff_sparsify. Use `make install`: it installs the pinned set in requirements.txt first."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,21 +18,26 @@ if sys.version_info[:2] != SUPPORTED_PYTHON:
 
 
 def _target_has_stack() -> bool:
-    """Whether the environment being installed into holds TensorFlow Federated. Asked of a fresh
-    interpreter without PYTHONPATH: pip's isolated build environment hides that environment's
-    packages from this script through it."""
+    """Whether the environment being installed into holds TensorFlow Federated: this interpreter
+    sees it (no build isolation), or a fresh one without PYTHONPATH does (pip's isolated build
+    environment hides the target's packages from this script through it)."""
+    if importlib.util.find_spec("tensorflow_federated") is not None:
+        return True
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow_federated') is None)"
     return subprocess.run([sys.executable, "-c", probe], env=env).returncode == 0
 
 
-if not _target_has_stack():  # `pip install <checkout>` would backtrack through TFF releases for minutes.
+SKIP_CHECK = "TFF_SPARSIFY_SKIP_STACK_CHECK"  # =1: build anyway (e.g. a wheel for another environment).
+
+if os.environ.get(SKIP_CHECK) != "1" and not _target_has_stack():  # pip would backtrack for minutes.
     here = os.path.dirname(os.path.abspath(__file__))
     sys.exit(
         "tff_sparsify installs on its pinned stack (TensorFlow Federated 0.87, TensorFlow 2.14, ...), which "
         "pip cannot resolve by itself: TFF 0.87 pins a jaxlib that has no wheel. Install the lock first, "
         "then the package, without dependency resolution:\n"
-        f"    pip install --no-deps -r {os.path.join(here, 'requirements.txt')} && pip install --no-deps {here}"
+        f"    pip install --no-deps -r {os.path.join(here, 'requirements.txt')} && pip install --no-deps {here}\n"
+        f"(To build a wheel for another environment, set {SKIP_CHECK}=1.)"
     )
 
 setup(

@@ -106,6 +106,11 @@ def test_partial_participation_samples_seeded_subsets():
         (["table", "no_such_run"], "RUN_DIRS 'no_such_run': no such directory"),
         (["table", ".", "--runtime", "bogus"], "argument --runtime: invalid choice: 'bogus'"),
         (["run", "--rounds", "3", "--bogus"], "unrecognized arguments: --bogus"),
+        (["compare", "--algorithms", "fedsparsify_local,fedavg", "--quorum", "0.7"],
+         "--quorum applies to fedsparsify_local only, got 0.7 with algorithm 'fedavg'"),
+        (["grid", "list", "--override", "quorum=0.7", "fashion_mnist_noniid2/fedavg"],
+         "--override quorum=...: quorum applies to fedsparsify_local only"),
+        (["bench", "."], "TFLITE '.': a directory"),
     ],
 )
 def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
@@ -148,6 +153,11 @@ def test_argument_errors_answer_before_tensorflow_loads():
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_compare_takes_each_algorithms_own_options():
+    args = cli._parser().parse_args(["compare", "--algorithms", "fedsparsify_local", "--quorum", "0.7"])
+    assert cli._config(args, algorithm="fedsparsify_local").quorum == 0.7
 
 
 def test_grid_cell_patterns_may_follow_options(tmp_path, capsys):
@@ -264,7 +274,8 @@ def test_config_of_an_older_version_still_resumes(resumed_run, tmp_path):
     with open(os.path.join(output_dir, "config.json")) as f:
         saved = json.load(f)
     del saved["saliency_batches"]  # A field added after the run started: its default applies.
-    (tmp_path / "config.json").write_text(json.dumps(saved))
+    saved.update(classes_per_client=2, alpha=0.5, quorum=0.7)  # Ignored by an iid FedSparsify-Global run,
+    (tmp_path / "config.json").write_text(json.dumps(saved))  # saved before such values were refused.
     (tmp_path / "summary.json").write_text(json.dumps({"completed": True, "marker": 1}))
     assert experiment.run(TINY, str(tmp_path), progress=False)["marker"] == 1
 

@@ -152,15 +152,17 @@ def test_a_refused_run_leaves_no_folder_and_an_existing_folder_keeps_its_files(t
 
 def test_what_a_killed_process_left_is_removed_but_a_live_ones_files_stay(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    orphan = tmp_path / f"{worker_data.WorkerClientData.PREFIX}{dead.pid}_abc"
-    live = tmp_path / f"{worker_data.WorkerClientData.PREFIX}{os.getpid()}_def"
-    other = tmp_path / "tff_sparsify_clients_1x_old"  # Another version's name: not ours to judge.
+    prefix, owner_file = worker_data.WorkerClientData.PREFIX, worker_data.WorkerClientData.OWNER_FILE
+    orphan, live, other = (tmp_path / f"{prefix}{name}" for name in ("dead", "live", "older_version"))
     for directory in (orphan, live, other):
         directory.mkdir()
-    worker_data._remove_orphaned_directories(worker_data.WorkerClientData.PREFIX)
-    assert not orphan.exists() and live.exists() and other.exists()
+    (orphan / owner_file).write_text("")  # Its owner was killed: nobody holds the lock.
+    held = worker_data._own(str(live), owner_file)  # A live owner (here: this process).
+    try:
+        worker_data._remove_orphaned_directories(prefix, owner_file)
+        assert not orphan.exists() and live.exists() and other.exists()
+    finally:
+        os.close(held)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in (".tmp-abc.png", ".tmp-def.npz", "notes.txt"):
@@ -234,3 +236,40 @@ def test_ctrl_c_that_lands_in_a_gc_callback_still_stops_the_command():
     assert result.stderr.strip().splitlines() == [
         "tff-sparsify: interrupted; run the same command again to resume after the last completed round"]
 
+
+
+def test_a_refused_lock_removes_nothing_of_the_holders(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    with files.exclusive_lock(str(folder)):
+        with monkeypatch.context() as patched:  # As if the second process had seen no folder yet.
+            patched.setattr(files.os.path, "exists", lambda path: False)
+            with pytest.raises(files.DirectoryInUseError):
+                with files.exclusive_lock(str(folder)):
+                    pass
+        assert (folder / ".lock").exists()
+    assert not folder.exists()  # The holder created it and left nothing: removed at its release.
+
+
+SECOND_SIGNAL_DURING_CLEANUP = """
+import os, signal, sys, time
+from tff_sparsify import cli
+
+def command(args):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # Another stop while cleaning up.
+        time.sleep(0.2)
+        print("cleanup done", flush=True)
+
+cli.COMMANDS["run"] = command
+sys.exit(cli.main(["run"]))
+"""
+
+
+def test_a_second_stop_does_not_interrupt_the_cleanup_of_the_first():
+    result = subprocess.run([sys.executable, "-c", SECOND_SIGNAL_DURING_CLEANUP], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.strip() == "cleanup done"
+    assert result.returncode == 128 + signal.SIGTERM

@@ -58,22 +58,29 @@ REDELIVERY_SECONDS = 0.1
 @contextlib.contextmanager
 def _signals_stop_the_command():
     """SIGINT, SIGTERM and SIGHUP raise `_Stopped` while the command runs (main thread only; a signal
-    ignored on entry, as `nohup` or a shell's `&` ignore SIGHUP or SIGINT, stays ignored). Python
-    swallows an exception raised in a gc callback or finalizer (TensorFlow runs one at every garbage
-    collection), which would lose the stop: a swallowed stop is delivered again shortly after."""
+    ignored on entry, as `nohup` or a shell's `&` ignore SIGHUP or SIGINT, stays ignored). One stop
+    only: later signals do not interrupt the cleanup it starts. Python swallows an exception raised
+    in a gc callback or finalizer (TensorFlow runs one at every garbage collection), which would lose
+    the stop: a swallowed stop is delivered again shortly after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    state = {"active": True, "stopping": False}
+    guard = threading.Lock()
 
     def stop(signum, frame):
-        raise _Stopped(signum)
+        if not state["stopping"]:
+            state["stopping"] = True
+            raise _Stopped(signum)
 
     def redeliver(signum):
-        if active:
-            os.kill(os.getpid(), signum)
+        with guard:
+            if state["active"]:
+                os.kill(os.getpid(), signum)
 
     def redeliver_swallowed_stop(unraisable):
         if isinstance(unraisable.exc_value, _Stopped):
+            state["stopping"] = False  # That stop was lost: the next delivery raises again.
             threading.Timer(REDELIVERY_SECONDS, redeliver, (unraisable.exc_value.signum,)).start()
         else:
             previous_hook(unraisable)
@@ -82,11 +89,11 @@ def _signals_stop_the_command():
     previous_hook, sys.unraisablehook = sys.unraisablehook, redeliver_swallowed_stop
     for s in previous:
         signal.signal(s, stop)
-    active = True
     try:
         yield
     finally:
-        active = False
+        with guard:
+            state["active"] = False
         for s, handler in previous.items():
             signal.signal(s, handler)
         sys.unraisablehook = previous_hook
@@ -266,7 +273,8 @@ def _table(args) -> None:
     print(f"table and plots in {args.output_dir}")
 
 
-def _config(args: argparse.Namespace) -> ExperimentConfig:
+def _config(args: argparse.Namespace, **replace) -> ExperimentConfig:
+    """The config of the flags and `--config` file, with `replace`d fields (compare's algorithms)."""
     values = {}
     if args.config:
         if not os.path.isfile(args.config):
@@ -286,7 +294,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         if getattr(args, field.name) is not None:
             values[field.name] = getattr(args, field.name)
     try:
-        return ExperimentConfig(**values)
+        return ExperimentConfig(**{**values, **replace})
     except ValueError as error:  # A field from the file is named as written there, with the file.
         if str(error).split(" ", 1)[0] in from_file:
             raise ValueError(f"--config {args.config!r}: {error}") from None
@@ -294,10 +302,14 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _flag_error(error: Exception, args: argparse.Namespace) -> str:
-    """The error message with a config field or option name at its start written as the flag."""
+    """The error message with a config field or option name at its start written as the user wrote it:
+    the flag, or for the grid (whose cells are valid) the `--override` that set it."""
     message = str(error)
     name = message.split(" ", 1)[0].rstrip(":")
-    if name in {f.name for f in dataclasses.fields(ExperimentConfig)} | set(vars(args)):
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    if args.command == "grid" and name in fields:
+        return f"--override {name}=...: {message}"
+    if name in fields | set(vars(args)):
         message = _flag(name) + message[len(name):]
     return message
 
@@ -342,11 +354,10 @@ def _run(args) -> None:
 
 
 def _compare(args) -> None:
-    base = _config(args).to_dict()
     names = [a.strip() for a in args.algorithms.split(",")]
     if len(set(names)) != len(names):
         raise ValueError(f"--algorithms names an algorithm twice: {args.algorithms!r}")
-    configs = [ExperimentConfig(**{**base, "algorithm": name}) for name in names]
+    configs = [_config(args, algorithm=name) for name in names]
     _check_data_path(configs[0])
     run_dirs = [os.path.join(_output_dir(args.output_dir), config.algorithm) for config in configs]
     for run_dir in run_dirs:

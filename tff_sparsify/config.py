@@ -33,6 +33,11 @@ ALGORITHMS = (
 )
 
 
+PARTITION_ARGUMENTS = {"label_skew": "classes_per_client", "label_skew_random": "classes_per_client",
+                       "dirichlet": "alpha"}  # The one argument each partition takes.
+DEFAULT_QUORUM = 0.5
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that defines a run. Defaults: a small FedSparsify-Global run on embedded digits."""
@@ -60,7 +65,7 @@ class ExperimentConfig:
     frequency: int = 1
     exponent: float = 3.0
     block_size: str = "1x1"  # "RxC": TFLite-style blocks, e.g. "1x4" (float32) or "1x16" (int8).
-    quorum: float = 0.5
+    quorum: float = DEFAULT_QUORUM
     proximal_strength: float = 0.001  # FedProx's mu (paper: 0.001).
     fine_tune_rounds: int = 10  # OneShot with fine-tuning prunes at round T - this.
     saliency_batches: int | None = None  # SNIP/GraSP: batches of the chosen client scored (None: all).
@@ -88,7 +93,7 @@ class ExperimentConfig:
             raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
         if not 0 < self.quorum <= 1:
             raise ValueError(f"quorum must be in (0, 1], got {self.quorum!r}")
-        if self.quorum != 0.5 and self.algorithm != "fedsparsify_local":
+        if self.quorum != DEFAULT_QUORUM and self.algorithm != "fedsparsify_local":
             raise ValueError(f"quorum applies to fedsparsify_local only, got {self.quorum!r} with algorithm "
                              f"{self.algorithm!r}")
         if self.block_size != "1x1" and self.algorithm not in ("fedsparsify_global", "fedsparsify_local"):
@@ -120,8 +125,7 @@ class ExperimentConfig:
         label skews, `alpha` for Dirichlet); ranges that need the data are checked with it."""
         if self.partition not in partitions.PARTITIONS:
             raise ValueError(f"partition must be one of {partitions.PARTITIONS}, got {self.partition!r}")
-        uses = {"label_skew": "classes_per_client", "label_skew_random": "classes_per_client",
-                "dirichlet": "alpha"}.get(self.partition)
+        uses = PARTITION_ARGUMENTS.get(self.partition)
         for name in ("classes_per_client", "alpha"):
             if name == uses and getattr(self, name) is None:
                 raise ValueError(f"{name} is required for partition {self.partition!r}")
@@ -169,6 +173,17 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def without_unused_fields(values: dict) -> dict:
+    """A saved config's `values` with what its partition and algorithm ignore reset to the default
+    (`classes_per_client`, `alpha`, `quorum`), as runs saved them before such values were refused:
+    resuming such a run compares only what matters."""
+    unused = {"classes_per_client", "alpha"} - {PARTITION_ARGUMENTS.get(values.get("partition"))}
+    values = {**values, **{name: None for name in unused}}
+    if values.get("algorithm") != "fedsparsify_local":
+        values["quorum"] = DEFAULT_QUORUM
+    return values
 
 
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}

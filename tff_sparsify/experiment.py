@@ -27,7 +27,7 @@ from tff_sparsify import (
     compat, data, files, layout, learning, metrics, models, optimizers, pruning, saliency, worker_data,
 )
 from tff_sparsify.config import (  # noqa: F401 (re-exported)
-    ALGORITHMS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig,
+    ALGORITHMS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig, without_unused_fields,
 )
 from tff_sparsify.errors import NonFiniteError
 
@@ -355,6 +355,7 @@ def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: 
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
     """Refuses to resume a run with another config; fields added since it started take their default,
+    values its partition or algorithm ignores (saved before they were refused) are ignored,
     and a `data_path` spelled differently (relative, absolute) that names the same file is the same.
     A folder whose run stopped before its first round (a diverged first round, a late error) takes
     any config."""
@@ -364,7 +365,8 @@ def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
         return
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
     current = config.to_dict()
-    changed = sorted(k for k, v in {**defaults, **saved}.items() if not _same_value(k, current.get(k), v))
+    saved = without_unused_fields({**defaults, **saved})
+    changed = sorted(k for k, v in saved.items() if not _same_value(k, current.get(k), v))
     if changed:
         raise ValueError(
             f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "

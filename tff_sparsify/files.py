@@ -38,29 +38,43 @@ def exclusive_lock(directory: str):
     """Holds an exclusive lock on `directory` (created if needed) for the `with` block; raises
     `DirectoryInUseError`, naming the directory and the holder's process id, if another process (or
     another open lock in this one) holds it. The lock is released when the holder exits, however. A
-    directory created here that holds nothing but the lock file at the end is removed again."""
+    directory created here that holds nothing but the lock file at the end is removed again (by the
+    holder, before it releases the lock)."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(f"{directory!r} is a file, not a directory")
     created = not os.path.exists(directory)
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _lock(directory, path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise DirectoryInUseError(
-                f"{directory!r} is in use by another run (process {holder}); wait for it to end or use "
-                "another output directory"
-            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         if created and os.listdir(directory) == [LOCK_FILE]:
             os.remove(path)
-            os.rmdir(directory)
+            with contextlib.suppress(OSError):  # Something appeared meanwhile: the folder stays.
+                os.rmdir(directory)
+        os.close(fd)
+
+
+def _lock(directory: str, path: str) -> int:
+    """An open descriptor of `path` holding its exclusive lock. A lock file removed by its previous
+    holder after we opened it is locked again under its new inode, so two holders never coexist."""
+    while True:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DirectoryInUseError(
+                f"{directory!r} is in use by another run (process {holder}); wait for it to end or use "
+                "another output directory"
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
         os.close(fd)
 
 

@@ -35,7 +35,7 @@ def finished_run(run_dir: str, name: str = "run_dir") -> dict:
 def check_tflite(path: str, name: str = "tflite") -> None:
     """A ValueError naming `name` unless `path` is a file that begins like a .tflite flatbuffer."""
     if not os.path.isfile(path):
-        raise ValueError(f"{name} {path!r}: no such file")
+        raise ValueError(f"{name} {path!r}: {'a directory' if os.path.isdir(path) else 'no such file'}")
     with open(path, "rb") as f:
         if f.read(8)[4:] != TFLITE_IDENTIFIER:
             raise ValueError(f"{name} {path!r}: not a .tflite model (no TFL3 identifier)")

@@ -14,6 +14,7 @@ the very batches `FederatedData.client_dataset` gives (same order, same scaling)
 from __future__ import annotations
 
 import collections
+import fcntl
 import glob
 import os
 import shutil
@@ -29,12 +30,14 @@ class WorkerClientData:
     """`federated`'s clients, as files (in a temporary directory, removed by `close`) from which
     TFF's worker builds each round's client datasets."""
 
-    PREFIX = "tff_sparsify_clients_pid"  # + the owner's process id + "_" + a random part.
+    PREFIX = "tff_sparsify_clients_"
+    OWNER_FILE = ".owner"  # Locked (flock) by the process that owns the directory, while it lives.
 
     def __init__(self, federated: data.FederatedData):
         self.federated = federated
-        _remove_orphaned_directories(self.PREFIX)
-        self._directory = tempfile.TemporaryDirectory(prefix=f"{self.PREFIX}{os.getpid()}_")
+        _remove_orphaned_directories(self.PREFIX, self.OWNER_FILE)
+        self._directory = tempfile.TemporaryDirectory(prefix=self.PREFIX)
+        self._owner = _own(self._directory.name, self.OWNER_FILE)
         self.paths = [
             self._write_client(client, os.path.join(self._directory.name, f"client_{client}.tensor"))
             for client in range(federated.num_clients)
@@ -80,6 +83,7 @@ class WorkerClientData:
 
     def close(self) -> None:
         self._directory.cleanup()
+        os.close(self._owner)
 
     def __enter__(self) -> WorkerClientData:
         return self
@@ -90,20 +94,29 @@ class WorkerClientData:
         self.close()
 
 
-def _remove_orphaned_directories(prefix: str) -> None:
-    """Removes client-file directories whose process is gone (killed by SIGKILL, which allows no
-    cleanup). A process id in use again keeps its directory: never removes a live run's files."""
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*_*")):
-        owner = os.path.basename(path)[len(prefix):].split("_", 1)[0]
-        if owner.isdigit() and not _alive(int(owner)):
-            shutil.rmtree(path, ignore_errors=True)
+def _own(directory: str, owner_file: str) -> int:
+    """A descriptor holding the lock of `directory`'s owner file. The file is locked under another
+    name and then renamed, so no other process ever finds it unlocked while its owner lives."""
+    unnamed = os.path.join(directory, owner_file + ".new")
+    fd = os.open(unnamed, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(unnamed, os.path.join(directory, owner_file))
+    return fd
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # Another user's process.
-        return True
-    return True
+def _remove_orphaned_directories(prefix: str, owner_file: str) -> None:
+    """Removes client-file directories whose owner is gone (a SIGKILL allows no cleanup): their
+    owner file is no longer locked. Works across PID namespaces sharing the directory; directories
+    without an owner file (older versions) are left alone."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
+        try:
+            fd = os.open(os.path.join(path, owner_file), os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # Its owner lives.
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
