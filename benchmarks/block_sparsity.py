@@ -124,14 +124,13 @@ RUNTIMES = export.RUNTIMES + tuple(f"{runtime}-builtin" for runtime in export.RU
 
 
 def time_once(row, runtime, args):
-    """One median latency (ms) of `row`'s file in `runtime`; records whether delegates took it."""
+    """One median latency (ms) of `row`'s file in `runtime`; records which kernels ran it."""
     base, builtin = runtime.removesuffix("-builtin"), runtime.endswith("-builtin")
     result = export.benchmark_tflite(
         row["path"], args.batch_size, threads=1, warmup=args.warmup, repeats=args.repeats, runtime=base,
         delegates=not builtin,
     )
-    if not builtin:
-        row["default_delegates"][runtime] = result.default_delegates
+    row["kernels"][runtime] = result.kernels
     return result.median_ms
 
 
@@ -169,7 +168,7 @@ def main():
                 "densify_ops": densify,
                 "size": export.model_size(path).__dict__,
                 "times_ms": {runtime: [] for runtime in RUNTIMES},
-                "default_delegates": {},
+                "kernels": {},
             }
             if data is not None:
                 x_test, y_test = data[2], data[3]
@@ -211,13 +210,14 @@ def main():
         line = f"{row['quantize']:<13} {row['model']:<13}"
         for rt in RUNTIMES:
             ms = row["median_ms"][rt]
-            flag = "" if row["default_delegates"].get(rt, True) else "*"
             line += (
-                f" | {ms:>6.3f}{flag:1} {args.batch_size / ms * 1e3:>8.0f} "
+                f" | {ms:>6.3f}  {args.batch_size / ms * 1e3:>8.0f} "
                 f"{dense_ms[(row['quantize'], rt)] / ms:>7.2f}x"
             )
         print(line)
-    print("* = the default delegates (XNNPACK) failed to prepare the file; builtin kernels ran it.")
+    print("\nKernels that ran each file:")
+    for row in rows:
+        print(f"{row['quantize']:<13} {row['model']:<13} " + "; ".join(f"{rt}: {k}" for rt, k in row["kernels"].items()))
     print(f"files and results.json in {out_dir}")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"args": vars(args), "rows": rows}, f, indent=2)
