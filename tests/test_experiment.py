@@ -186,6 +186,15 @@ def test_config_file_errors_name_the_file_and_key(tmp_path, capsys, content, mes
     assert not (tmp_path / "run").exists()
 
 
+def test_a_data_path_from_the_config_file_is_named_with_the_file(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"dataset": "fashion_mnist", "data_path": "gone.npz"}))
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--config", str(path)])
+    assert capsys.readouterr().err.strip() == (
+        f"tff-sparsify run: error: --config {str(path)!r}: data_path 'gone.npz': no such file")
+
+
 def test_config_file_and_flags_combine(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"rounds": 50, "final_sparsity": 0.9, "algorithm": "fedsparsify_local"}))

@@ -314,11 +314,13 @@ def _flag_error(error: Exception, args: argparse.Namespace) -> str:
     return message
 
 
-def _check_data_path(config: ExperimentConfig) -> None:
-    """`--data-path` names a file (its contents are checked when the data loads)."""
+def _check_data_path(config: ExperimentConfig, args: argparse.Namespace) -> None:
+    """`data_path` names a file (its contents are checked when the data loads); the error names the
+    flag, or the config file the path came from."""
     if config.data_path is not None and not os.path.isfile(config.data_path):
         reason = "a directory, not a .npz file" if os.path.isdir(config.data_path) else "no such file"
-        raise ValueError(f"data_path {config.data_path!r}: {reason}")
+        origin = f"--config {args.config!r}: " if args.data_path is None else ""
+        raise ValueError(f"{origin}data_path {config.data_path!r}: {reason}")
 
 
 def _check_free(output_dir: str) -> None:
@@ -343,7 +345,7 @@ def default_output_dir(config: ExperimentConfig) -> str:
 
 def _run(args) -> None:
     config = _config(args)
-    _check_data_path(config)
+    _check_data_path(config, args)
     output_dir = _output_dir(args.output_dir) or default_output_dir(config)
     _check_free(output_dir)
     from tff_sparsify import experiment  # Once the arguments are checked: TensorFlow loads here.
@@ -358,7 +360,7 @@ def _compare(args) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"--algorithms names an algorithm twice: {args.algorithms!r}")
     configs = [_config(args, algorithm=name) for name in names]
-    _check_data_path(configs[0])
+    _check_data_path(configs[0], args)
     run_dirs = [os.path.join(_output_dir(args.output_dir), config.algorithm) for config in configs]
     for run_dir in run_dirs:
         _check_free(run_dir)
