@@ -19,20 +19,10 @@ DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 MODELS = ("fc", "cnn", "vgg16")
 LAST_ROUNDS_FOR_MEAN = 10  # DESIGN: compare runs on the mean test accuracy of the last 10 rounds.
 MEAN_ACCURACY = f"mean_test_accuracy_last_{LAST_ROUNDS_FOR_MEAN}"  # Its key in a run's summary.
-
-
-def last_rounds_label(rounds_completed) -> str:
-    """How many final rounds `MEAN_ACCURACY` averages for runs of `rounds_completed` rounds: "10",
-    or as many as a shorter run has ("2"; "2-10" across runs of different lengths)."""
-    counts = sorted({min(LAST_ROUNDS_FOR_MEAN, n) for n in rounds_completed})
-    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-
 ALGORITHMS = (
     "fedsparsify_global", "fedsparsify_local", "fedavg", "fedprox", "oneshot", "oneshot_finetune",
     "random", "snip", "grasp", "prunefl",
 )
-
-
 PARTITION_ARGUMENTS = {"label_skew": "classes_per_client", "label_skew_random": "classes_per_client",
                        "dirichlet": "alpha"}  # The one argument each partition takes.
 DEFAULT_QUORUM = 0.5
@@ -184,6 +174,13 @@ def without_unused_fields(values: dict) -> dict:
     if values.get("algorithm") != "fedsparsify_local":
         values["quorum"] = DEFAULT_QUORUM
     return values
+
+
+def last_rounds_label(rounds_completed) -> str:
+    """How many final rounds `MEAN_ACCURACY` averages for runs of `rounds_completed` rounds: "10",
+    or as many as a shorter run has ("2"; "2-10" across runs of different lengths)."""
+    counts = sorted({min(LAST_ROUNDS_FOR_MEAN, n) for n in rounds_completed})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
