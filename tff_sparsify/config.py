@@ -13,7 +13,7 @@ import typing
 
 import numpy as np
 
-from tff_sparsify import partitions, schedules
+from tff_sparsify import checks, partitions, schedules
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 MODELS = ("fc", "cnn", "vgg16")
@@ -64,16 +64,16 @@ class ExperimentConfig:
 
     def __post_init__(self):
         self._check_types()
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.model is not None and self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        checks.choice("algorithm", self.algorithm, ALGORITHMS)
+        checks.choice("dataset", self.dataset, DATASETS)
+        if self.model is not None:
+            checks.choice("model", self.model, MODELS)
         self._check_partition()
-        for name in ("num_clients", "local_epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("num_clients", "local_epochs", "batch_size", "readjust_every"):
+            checks.integer(name, getattr(self, name))
+        for name in ("train_examples_per_class", "saliency_batches"):
+            if getattr(self, name) is not None:
+                checks.integer(name, getattr(self, name))
         if not 0.0 < self.participation <= 1.0:
             raise ValueError(f"participation must be in (0, 1], got {self.participation!r}")
         for name in ("client_learning_rate", "server_learning_rate"):
@@ -89,20 +89,13 @@ class ExperimentConfig:
         if self.block_size != "1x1" and self.algorithm not in ("fedsparsify_global", "fedsparsify_local"):
             raise ValueError(f"block_size applies to fedsparsify_global and fedsparsify_local only, got "
                              f"{self.block_size!r} with algorithm {self.algorithm!r}")
-        if not 0.0 <= self.client_momentum < 1.0:
-            raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
+        checks.fraction("client_momentum", self.client_momentum)
         if self.client_nesterov and not self.client_momentum:
             raise ValueError("client_nesterov needs client_momentum in (0, 1), got 0")
         if self.algorithm == "oneshot_finetune" and not 1 <= self.fine_tune_rounds < self.rounds:
             raise ValueError(f"fine_tune_rounds must be in [1, {self.rounds - 1}] (rounds - 1), got {self.fine_tune_rounds!r}")
         if not self.proximal_strength >= 0:
             raise ValueError(f"proximal_strength must be >= 0, got {self.proximal_strength!r}")
-        if self.train_examples_per_class is not None and self.train_examples_per_class < 1:
-            raise ValueError(f"train_examples_per_class must be an integer >= 1, got {self.train_examples_per_class!r}")
-        if self.saliency_batches is not None and self.saliency_batches < 1:
-            raise ValueError(f"saliency_batches must be an integer >= 1, got {self.saliency_batches!r}")
-        if not (isinstance(self.readjust_every, int) and self.readjust_every >= 1):
-            raise ValueError(f"readjust_every must be an integer >= 1, got {self.readjust_every!r}")
         if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.block_size):
             raise ValueError(f"block_size must look like 1x4 (rows x columns, each >= 1), got {self.block_size!r}")
         try:
@@ -113,8 +106,7 @@ class ExperimentConfig:
     def _check_partition(self) -> None:
         """The partition is known and gets exactly the arguments it uses (`classes_per_client` for the
         label skews, `alpha` for Dirichlet); ranges that need the data are checked with it."""
-        if self.partition not in partitions.PARTITIONS:
-            raise ValueError(f"partition must be one of {partitions.PARTITIONS}, got {self.partition!r}")
+        checks.choice("partition", self.partition, partitions.PARTITIONS)
         uses = PARTITION_ARGUMENTS.get(self.partition)
         for name in ("classes_per_client", "alpha"):
             if name == uses and getattr(self, name) is None:
@@ -123,8 +115,8 @@ class ExperimentConfig:
                 raise ValueError(f"{name} applies to partition "
                                  f"{'dirichlet' if name == 'alpha' else 'label_skew or label_skew_random'} "
                                  f"only, got {getattr(self, name)!r} with partition {self.partition!r}")
-        if self.classes_per_client is not None and self.classes_per_client < 1:
-            raise ValueError(f"classes_per_client must be an integer >= 1, got {self.classes_per_client!r}")
+        if self.classes_per_client is not None:
+            checks.integer("classes_per_client", self.classes_per_client)
         if self.alpha is not None and self.alpha < partitions.MIN_ALPHA:
             raise ValueError(f"alpha must be a finite number >= {partitions.MIN_ALPHA:g}, got {self.alpha!r}")
 

@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify import partitions
+from tff_sparsify import checks, partitions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,8 +270,7 @@ def federate(
     seed: int = 1990,
 ) -> FederatedData:
     """Splits `dataset`'s training examples among `num_clients` (see `partitions.partition`)."""
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    checks.integer("batch_size", batch_size)
     split = partitions.partition(
         dataset.y_train,
         num_clients,

@@ -41,8 +41,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from tff_sparsify import files, layout, models, pruning
-from tff_sparsify.layout import QUANTIZE_MODES, RUNTIMES, TFLITE_FILE, check_choice
+from tff_sparsify import checks, files, layout, models, pruning
+from tff_sparsify.layout import QUANTIZE_MODES, RUNTIMES, TFLITE_FILE
 
 GZIP_LEVEL = 9
 ENCODINGS = ("sparse", "dense")  # TFLite's EXPERIMENTAL_SPARSITY (zeros not stored), or not.
@@ -141,7 +141,7 @@ def encode_tflite(model: tf.keras.Model, *, quantize: str = "none", sparsity: bo
     The input keeps a dynamic batch dimension: interpreters are resized to any batch size. A
     ValueError if no encoding can be prepared.
     """
-    check_choice("quantize", quantize, QUANTIZE_MODES)
+    checks.choice("quantize", quantize, QUANTIZE_MODES)
     stripped = strip_to_sparse_keras(model)
     names = ENCODINGS if sparsity else ("dense",)
     contents = {name: _convert(stripped, quantize, name == "sparse") for name in names}
@@ -206,12 +206,11 @@ def check_parity(
     The runtime uses its default delegates (XNNPACK), as on a phone: a ValueError if it cannot
     prepare the model with them.
     """
-    check_choice("runtime", runtime, RUNTIMES)
+    checks.choice("runtime", runtime, RUNTIMES)
     x = np.asarray(x, np.float32)
     if len(x) == 0:
         raise ValueError("x must hold at least one input, got none")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    checks.integer("batch_size", batch_size)
     expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
     interpreter = _interpreter(tflite_path, runtime, min(batch_size, len(x)))
     actual = np.concatenate(
@@ -243,14 +242,10 @@ def benchmark_tflite(
     `delegates=False` runs TFLite's builtin kernels only (no XNNPACK), e.g. to see what its sparse
     kernels gain by themselves; with them, a ValueError if the runtime cannot prepare the model.
     """
-    check_choice("runtime", runtime, RUNTIMES)
+    checks.choice("runtime", runtime, RUNTIMES)
     for name, value, low in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
-        if value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if threads is None:
-        threads = len(os.sched_getaffinity(0))
-    elif threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
+        checks.integer(name, value, low)
+    threads = len(os.sched_getaffinity(0)) if threads is None else checks.integer("threads", threads)
 
     interpreter = _interpreter(path, runtime, batch_size, threads, delegates)
     detail = interpreter.get_input_details()[0]
@@ -291,7 +286,7 @@ def export_run(
     why, and the sizes of every encoding tried: `encode_tflite`), the sparsity of the kernels and of
     all parameters, the run's config, and, given `test_x`, the parity of the .tflite in both runtimes.
     """
-    check_choice("quantize", quantize, QUANTIZE_MODES)
+    checks.choice("quantize", quantize, QUANTIZE_MODES)
     model = tf.keras.models.load_model(os.path.join(run_dir, layout.FINAL_MODEL_FILE), compile=False)
     os.makedirs(out_dir, exist_ok=True)
     saved_model = save_saved_model(model, os.path.join(out_dir, SAVED_MODEL_DIR))

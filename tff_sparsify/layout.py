@@ -39,8 +39,3 @@ def check_tflite(path: str, name: str = "tflite") -> None:
     with open(path, "rb") as f:
         if f.read(8)[4:] != TFLITE_IDENTIFIER:
             raise ValueError(f"{name} {path!r}: not a .tflite model (no TFL3 identifier)")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")

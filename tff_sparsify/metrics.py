@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import tensorflow as tf
 
-from tff_sparsify import schedules
+from tff_sparsify import checks, schedules
 
 BITS_PER_PARAM = 32  # Full-precision (float32) values, as in the paper.
 INDEX_BYTES = 4  # An int32 position in the coordinate-list encoding.
@@ -35,15 +35,8 @@ _UPLOAD_COUNTS = ("start", "end")
 _UNITS = ("params", "mbit", "bytes")
 
 
-def _check_count(name: str, value: Any, minimum: int = 0) -> int:
-    """`value` as a plain int; a ValueError naming `name` unless it is an integer >= `minimum`."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_optional_count(name: str, value: Any) -> int | None:
-    return None if value is None else _check_count(name, value)
+    return None if value is None else checks.integer(name, value, 0)
 
 
 def _mbit(params: int, mask_bits: int) -> float:
@@ -68,7 +61,7 @@ class RoundCost:
     def __post_init__(self):
         # Plain Python ints (also from NumPy / TF scalars), so that `to_dict` is JSON-serializable.
         for name in ("download_params", "upload_params", "mask_bits"):
-            object.__setattr__(self, name, _check_count(name, getattr(self, name)))
+            object.__setattr__(self, name, checks.integer(name, getattr(self, name), 0))
         for name in ("download_bytes", "upload_bytes"):
             object.__setattr__(self, name, _check_optional_count(name, getattr(self, name)))
 
@@ -94,19 +87,19 @@ class RoundCost:
           masks_per_round: binary masks sent in the round (FedSparsify-Local: `clients`).
           download_bytes, upload_bytes: measured encoded sizes of the round's traffic, if any.
         """
-        clients = _check_count("clients", clients, 1)
-        broadcast_nnz = _check_count("broadcast_nnz", broadcast_nnz)
+        clients = checks.integer("clients", clients, 1)
+        broadcast_nnz = checks.integer("broadcast_nnz", broadcast_nnz, 0)
         if isinstance(upload_nnz, numbers.Integral) and not isinstance(upload_nnz, bool):
-            upload = clients * _check_count("upload_nnz", upload_nnz)
+            upload = clients * checks.integer("upload_nnz", upload_nnz, 0)
         else:
             counts = list(upload_nnz)
             if len(counts) != clients:
                 raise ValueError(
                     f"upload_nnz must hold one count per client ({clients}), got {len(counts)}"
                 )
-            upload = sum(_check_count(f"upload_nnz[{i}]", c) for i, c in enumerate(counts))
-        mask_bits = _check_count("masks_per_round", masks_per_round) * _check_count(
-            "num_prunable", num_prunable
+            upload = sum(checks.integer(f"upload_nnz[{i}]", c, 0) for i, c in enumerate(counts))
+        mask_bits = checks.integer("masks_per_round", masks_per_round, 0) * checks.integer(
+            "num_prunable", num_prunable, 0
         )
         return cls(clients * broadcast_nnz, upload, mask_bits, download_bytes, upload_bytes)
 
@@ -262,9 +255,9 @@ def dense_fedavg_cost(num_params: int, clients_per_round: int, rounds: int) -> i
     The reference for "x less than FedAvg": FashionMNIST FC (118,282), 10 clients, 200 rounds gives
     473,128,000 (paper table 2: 473).
     """
-    num_params = _check_count("num_params", num_params)
-    clients_per_round = _check_count("clients_per_round", clients_per_round, 1)
-    rounds = _check_count("rounds", rounds)
+    num_params = checks.integer("num_params", num_params, 0)
+    clients_per_round = checks.integer("clients_per_round", clients_per_round, 1)
+    rounds = checks.integer("rounds", rounds, 0)
     return 2 * clients_per_round * num_params * rounds
 
 
@@ -295,12 +288,12 @@ def schedule_cost(
     Each round also carries `masks_per_round` binary masks of `num_prunable` bits. Encoded bytes are
     unknown here (None).
     """
-    num_params = _check_count("num_params", num_params)
-    num_prunable = _check_count("num_prunable", num_prunable)
+    num_params = checks.integer("num_params", num_params, 0)
+    num_prunable = checks.integer("num_prunable", num_prunable, 0)
     if num_prunable > num_params:
         raise ValueError(f"num_prunable must be <= num_params = {num_params}, got {num_prunable}")
-    clients_per_round = _check_count("clients_per_round", clients_per_round, 1)
-    masks_per_round = _check_count("masks_per_round", masks_per_round)
+    clients_per_round = checks.integer("clients_per_round", clients_per_round, 1)
+    masks_per_round = checks.integer("masks_per_round", masks_per_round, 0)
     if not isinstance(schedule, schedules.SparsitySchedule):
         raise TypeError(f"schedule must be a SparsitySchedule, got {type(schedule).__name__}")
     if upload not in _UPLOAD_COUNTS:

@@ -8,6 +8,8 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify import checks
+
 LEARNING_RATE, MOMENTUM, ACCUMULATOR = "learning_rate", "momentum", "accumulator"
 
 
@@ -17,8 +19,7 @@ class _NesterovSGD(tff.learning.optimizers.Optimizer):
     def __init__(self, learning_rate: float, momentum: float):
         if learning_rate < 0.0:
             raise ValueError(f"learning_rate must be >= 0, got {learning_rate!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        checks.fraction("momentum", momentum)
         self._learning_rate, self._momentum = learning_rate, momentum
 
     def initialize(self, specs):

@@ -28,6 +28,8 @@ import dataclasses
 
 import numpy as np
 
+from tff_sparsify import checks
+
 PARTITIONS = ("iid", "label_skew", "label_skew_random", "dirichlet")
 MIN_ALPHA = 1e-3  # Smaller alphas all give each client one class, and NumPy's sampler stalls below 1e-10.
 
@@ -115,8 +117,7 @@ def partition(
 
 
 def _check_clients(num_clients: int, num_examples: int) -> None:
-    if not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
-        raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
+    checks.integer("num_clients", num_clients)
     if num_clients > num_examples:
         raise ValueError(
             f"num_clients ({num_clients}) must be at most the number of examples ({num_examples})"

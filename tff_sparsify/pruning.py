@@ -21,6 +21,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from tff_sparsify import checks
+
 TensorLike = tf.types.experimental.TensorLike
 
 
@@ -39,18 +41,16 @@ def _num_to_prune(sparsity: float | tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     A Python-number `sparsity` is checked here; a tensor one by assertions that run with the op.
     """
     if isinstance(sparsity, numbers.Real):
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-        sparsity = tf.constant(float(sparsity), tf.float64)
-        checks = []
+        sparsity = tf.constant(checks.fraction("sparsity", sparsity), tf.float64)
+        assertions = []
     else:
         sparsity = tf.cast(sparsity, tf.float64)
         message = "sparsity must be in [0, 1)"
-        checks = [
+        assertions = [
             tf.debugging.assert_greater_equal(sparsity, tf.constant(0.0, tf.float64), message=message),
             tf.debugging.assert_less(sparsity, tf.constant(1.0, tf.float64), message=message),
         ]
-    with tf.control_dependencies(checks):
+    with tf.control_dependencies(assertions):
         k = tf.floor(sparsity * tf.cast(n, tf.float64) + 0.5)
     return tf.cast(k, tf.int32)
 

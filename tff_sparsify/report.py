@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from tff_sparsify import data, export, files, layout, plots
+from tff_sparsify import checks, data, export, files, layout, plots
 from tff_sparsify.config import MEAN_ACCURACY, last_rounds_label
 
 PAPER_BATCH_SIZE = {"digits": 32, "fashion_mnist": 32, "cifar10": 128, "cifar100": 128}
@@ -110,7 +110,7 @@ def write_table(run_dirs: list[str], output_dir: str, **kwargs) -> list[dict]:
     """Builds the table for `run_dirs`; writes table.csv, table.md, table.json and comparison plots."""
     if not run_dirs:
         raise ValueError("run_dirs must name at least one finished run")
-    layout.check_choice("runtime", kwargs.get("runtime", "tf"), layout.RUNTIMES)
+    checks.choice("runtime", kwargs.get("runtime", "tf"), layout.RUNTIMES)
     for run_dir in run_dirs:  # All are checked before the first is exported.
         layout.finished_run(run_dir)
     rows = with_factors([run_row(d, **kwargs) for d in run_dirs])

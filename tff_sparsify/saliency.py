@@ -56,7 +56,7 @@ from typing import Callable, Iterable, Sequence
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import compat, models, pruning
+from tff_sparsify import checks, compat, models, pruning
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
@@ -224,8 +224,8 @@ def _pruning_order_keys(flat_scores: tf.Tensor) -> tf.Tensor:
 
 def _check_sparsity(sparsity) -> None:
     """Rejects a bad Python-number sparsity before the (costly) scores; tensors are checked later."""
-    if isinstance(sparsity, numbers.Real) and not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    if isinstance(sparsity, numbers.Real):
+        checks.fraction("sparsity", sparsity)
 
 
 def _current_masks(model: tf.keras.Model) -> list[tf.Tensor]:
@@ -240,10 +240,8 @@ def _prepare(model, dataset, loss, num_batches, *, keep_batches: bool):
             f"model {model.name!r} has no TFMOT-wrapped prunable kernels; "
             "wrap it with models.wrap_for_pruning"
         )
-    if num_batches is not None and (
-        not isinstance(num_batches, numbers.Integral) or isinstance(num_batches, bool) or num_batches < 1
-    ):
-        raise ValueError(f"num_batches must be a positive integer or None, got {num_batches!r}")
+    if num_batches is not None:
+        checks.integer("num_batches", num_batches)
     batches = _batches(dataset, num_batches)
     if keep_batches:  # GraSP passes twice over the SAME examples (a shuffled dataset would differ).
         batches = list(batches)

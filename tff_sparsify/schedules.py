@@ -15,21 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any
 
-
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None, hint: str = "") -> int:
-    """`value` as an int, or a ValueError naming `name` and its allowed range (plus `hint`)."""
-    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-    if (
-        not isinstance(value, numbers.Integral)
-        or isinstance(value, bool)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}{hint}")
-    return int(value)
+from tff_sparsify import checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +37,13 @@ class SparsitySchedule:
     exponent: float = 3.0
 
     def __post_init__(self):
-        total_rounds = _check_int("total_rounds", self.total_rounds, 2)
-        start_round = _check_int(
+        total_rounds = checks.integer("total_rounds", self.total_rounds, 2)
+        start_round = checks.integer(
             "start_round", self.start_round, 1, total_rounds - 1,
             hint=f" (pruning must start before the last round, total_rounds = {total_rounds})",
         )
-        frequency = _check_int("frequency", self.frequency, 1)
-        if not 0.0 <= self.final_sparsity < 1.0:
-            raise ValueError(f"final_sparsity must be in [0, 1), got {self.final_sparsity!r}")
+        frequency = checks.integer("frequency", self.frequency, 1)
+        checks.fraction("final_sparsity", self.final_sparsity)
         if not 0.0 <= self.initial_sparsity <= self.final_sparsity:
             raise ValueError(
                 f"initial_sparsity must be in [0, final_sparsity] = [0, {self.final_sparsity}], "
@@ -82,7 +69,7 @@ class SparsitySchedule:
         [initial_sparsity, final_sparsity]; exactly `final_sparsity` at the last round, also when
         `frequency` does not divide `total_rounds`. Non-decreasing in `round_num`.
         """
-        t = _check_int("round_num", round_num, 1, self.total_rounds)
+        t = checks.integer("round_num", round_num, 1, self.total_rounds)
         if t < self.start_round:
             return 0.0
         if t == self.total_rounds:
@@ -116,16 +103,15 @@ class OneShotSchedule:
     prune_round: int | None = None  # Default: the last round.
 
     def __post_init__(self):
-        total_rounds = _check_int("total_rounds", self.total_rounds, 1)
-        if not 0.0 <= self.final_sparsity < 1.0:
-            raise ValueError(f"final_sparsity must be in [0, 1), got {self.final_sparsity!r}")
+        total_rounds = checks.integer("total_rounds", self.total_rounds, 1)
+        checks.fraction("final_sparsity", self.final_sparsity)
         prune_round = total_rounds if self.prune_round is None else self.prune_round
-        object.__setattr__(self, "prune_round", _check_int("prune_round", prune_round, 1, total_rounds))
+        object.__setattr__(self, "prune_round", checks.integer("prune_round", prune_round, 1, total_rounds))
         object.__setattr__(self, "total_rounds", total_rounds)
         object.__setattr__(self, "final_sparsity", float(self.final_sparsity))
 
     def __call__(self, round_num: int) -> float:
-        t = _check_int("round_num", round_num, 1, self.total_rounds)
+        t = checks.integer("round_num", round_num, 1, self.total_rounds)
         return self.final_sparsity if t >= self.prune_round else 0.0
 
     def to_dict(self) -> dict[str, Any]:

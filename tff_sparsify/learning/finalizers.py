@@ -29,7 +29,7 @@ from typing import Sequence
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import pruning, schedules
+from tff_sparsify import checks, pruning, schedules
 from tff_sparsify.learning import targets
 from tff_sparsify.learning.task import WeightsLayout
 
@@ -47,10 +47,8 @@ class Readjustment:
     kernel_costs: Sequence[float]
 
     def __post_init__(self):
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity!r}")
-        if not (isinstance(self.every, int) and self.every >= 1):
-            raise ValueError(f"readjust_every must be an integer >= 1, got {self.every!r}")
+        checks.fraction("sparsity", self.sparsity)
+        checks.integer("readjust_every", self.every)
         if not all(c > 0 for c in self.kernel_costs):
             raise ValueError(f"kernel_costs must be > 0, got {self.kernel_costs!r}")
 
