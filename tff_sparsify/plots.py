@@ -46,7 +46,7 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
     """
     methods = sorted({r["method"] for r in rows})
     colours = {method: f"C{i % 10}" for i, method in enumerate(methods)}
-    fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"wspace": 0.45})
     for method in methods:
         points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["method"] == method)
         if all(sparsity == 0 for sparsity, _ in points):  # Dense baselines: a reference line.
@@ -61,12 +61,14 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
     last = last_rounds_label(r["rounds"] for r in rows)
     sparsity_ax.set(xlabel="sparsity of prunable weights", ylabel=f"test accuracy (mean of last {last} rounds)",
                     title="accuracy vs sparsity")
+    ends = []
     for row in rows:
         history = histories[row["run"]]
         mbit, accuracy = [r["cumulative_mbit"] for r in history], [r["test_accuracy"] for r in history]
         comm_ax.plot(mbit, accuracy, color=colours[row["method"]], linewidth=1, alpha=0.8)
-        comm_ax.annotate(row["run"], (mbit[-1], accuracy[-1]), fontsize=8, color=colours[row["method"]],
-                         xytext=(3, 0), textcoords="offset points", va="center")
+        comm_ax.plot(mbit[-1], accuracy[-1], "o", color=colours[row["method"]], markersize=4)
+        ends.append((mbit[-1], accuracy[-1], row))
+    _label_ends(comm_ax, ends, colours)
     comm_ax.set_xscale("log")
     comm_ax.set(xlabel="cumulative communication (Mbit, log scale)", ylabel="test accuracy", ylim=(0, 1),
                 title="accuracy vs communication")
@@ -74,8 +76,20 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
         ax.grid(alpha=0.3)
     handles, labels = sparsity_ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    _save(fig, path)
+    fig.subplots_adjust(left=0.06, right=0.88, bottom=0.2, top=0.92)  # Room for the labels and legend.
+    _save(fig, path, tight=False)
+
+
+def _label_ends(ax, ends: list, colours: dict, gap: float = 0.035) -> None:
+    """Each run's name right of the plot, at its curve's final accuracy, moved apart just enough not
+    to overlap, with a thin line to its curve's end."""
+    previous = -1.0
+    for mbit, accuracy, row in sorted(ends, key=lambda end: end[1]):
+        label_y = max(accuracy, previous + gap)
+        previous = label_y
+        ax.annotate(row["run"], (mbit, accuracy), xytext=(1.02, label_y), textcoords=("axes fraction", "data"),
+                    fontsize=8, color=colours[row["method"]], va="center",
+                    arrowprops=dict(arrowstyle="-", color=colours[row["method"]], lw=0.5, alpha=0.6))
 
 
 def _nines(sparsity):
@@ -87,8 +101,8 @@ def _from_nines(nines):
     return 1 - 10.0 ** -np.asarray(nines)
 
 
-def _save(fig, path: str) -> None:
-    if not fig.get_layout_engine():
+def _save(fig, path: str, tight: bool = True) -> None:
+    if tight:
         fig.tight_layout()
     files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), suffix=".png")
     plt.close(fig)
