@@ -26,3 +26,12 @@ def test_choice_lists_the_allowed_values():
     checks.choice("runtime", "tf", ("tf", "litert"))
     with pytest.raises(ValueError, match=r"^runtime must be one of \('tf', 'litert'\), got 'tflite'$"):
         checks.choice("runtime", "tflite", ("tf", "litert"))
+
+
+def test_file_names_a_directory_and_a_missing_path(tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"")
+    checks.file("TFLITE", str(tmp_path / "model.tflite"), ".tflite file")
+    with pytest.raises(IsADirectoryError, match=r": a directory, not a \.tflite file$"):
+        checks.file("TFLITE", str(tmp_path), ".tflite file")
+    with pytest.raises(FileNotFoundError, match=r"^TFLITE '.*gone': no such file$"):
+        checks.file("TFLITE", str(tmp_path / "gone"), ".tflite file")

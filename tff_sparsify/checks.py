@@ -3,6 +3,7 @@ got `value`". Pure Python."""
 from __future__ import annotations
 
 import numbers
+import os
 
 
 def integer(name: str, value, minimum: int = 1, maximum: int | None = None, hint: str = "") -> int:
@@ -26,3 +27,12 @@ def choice(name: str, value, choices: tuple) -> None:
     """A ValueError naming `name` unless `value` is one of `choices`."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def file(name: str, path: str, kind: str) -> None:
+    """An OSError naming `name` and `path` unless `path` is a file: a directory is not a `kind`
+    (IsADirectoryError), and anything else is no such file (FileNotFoundError)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{name} {path!r}: a directory, not a {kind}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name} {path!r}: no such file")

@@ -23,7 +23,7 @@ import threading
 import typing
 from typing import Callable
 
-from tff_sparsify import files, layout
+from tff_sparsify import checks, files, layout
 from tff_sparsify.config import ALGORITHMS, DATASETS, MODELS, ExperimentConfig
 from tff_sparsify.partitions import PARTITIONS
 from tff_sparsify.errors import RunError
@@ -277,8 +277,7 @@ def _config(args: argparse.Namespace, **replace) -> ExperimentConfig:
     """The config of the flags and `--config` file, with `replace`d fields (compare's algorithms)."""
     values = {}
     if args.config:
-        if not os.path.isfile(args.config):
-            raise ValueError(f"--config {args.config!r}: no such file")
+        checks.file("--config", args.config, "JSON file")
         with open(args.config, "rb") as f:
             try:
                 values = json.loads(f.read().decode())
@@ -317,10 +316,12 @@ def _flag_error(error: Exception, args: argparse.Namespace) -> str:
 def _check_data_path(config: ExperimentConfig, args: argparse.Namespace) -> None:
     """`data_path` names a file (its contents are checked when the data loads); the error names the
     flag, or the config file the path came from."""
-    if config.data_path is not None and not os.path.isfile(config.data_path):
-        reason = "a directory, not a .npz file" if os.path.isdir(config.data_path) else "no such file"
-        origin = f"--config {args.config!r}: " if args.data_path is None else ""
-        raise ValueError(f"{origin}data_path {config.data_path!r}: {reason}")
+    if config.data_path is None:
+        return
+    try:
+        checks.file("data_path", config.data_path, ".npz file")
+    except OSError as error:
+        raise ValueError(f"--config {args.config!r}: {error}" if args.data_path is None else str(error)) from None
 
 
 def _check_free(output_dir: str) -> None:

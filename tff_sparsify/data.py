@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import zipfile
 
 import numpy as np
@@ -114,10 +113,7 @@ def from_arrays(x_train, y_train, x_test, y_test, *, num_classes: int | None = N
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, ...]:
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"path {path!r}: a directory, not a .npz file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"path {path!r}: no such file")
+    checks.file("path", path, ".npz file")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:

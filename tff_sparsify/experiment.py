@@ -31,7 +31,6 @@ from tff_sparsify.config import (  # noqa: F401 (re-exported)
 )
 from tff_sparsify.errors import NonFiniteError
 
-CHECKPOINT_FILE, FINAL_MODEL_FILE = layout.CHECKPOINT_FILE, layout.FINAL_MODEL_FILE
 HISTORY_KEY = "history"  # The history inside the checkpoint.
 
 
@@ -129,7 +128,7 @@ def run(
     with files.exclusive_lock(output_dir):
         _check_same_config(config, output_dir)
         if _finished(output_dir):
-            return files.read_json(os.path.join(output_dir, "summary.json"))
+            return files.read_json(os.path.join(output_dir, layout.SUMMARY_FILE))
         federated = _federated_data(config)  # Validates data, partition and model before anything is written.
         model_name = config.model or models.DEFAULT_MODEL[config.dataset]
         _check_model_fits(model_name, federated.dataset)
@@ -167,10 +166,10 @@ def _check_model_fits(name: str, dataset: data.Dataset) -> None:
 
 
 def _run_locked(config, federated, model_name, output_dir, stop_after, progress, on_round) -> dict:
-    checkpoint = os.path.join(output_dir, CHECKPOINT_FILE)
+    checkpoint = os.path.join(output_dir, layout.CHECKPOINT_FILE)
     history = _resume_history(output_dir, checkpoint)
     _check_same_partition(federated.partition.describe(), output_dir, resuming=bool(history))
-    files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
+    files.write_json(os.path.join(output_dir, layout.CONFIG_FILE), config.to_dict())
     files.write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
     dataset = federated.dataset
     task = learning.ModelTask(
@@ -216,11 +215,11 @@ def _run_locked(config, federated, model_name, output_dir, stop_after, progress,
     summary = _summary(config, history, ledger, evaluator.num_params)
     if summary["completed"]:
         stripped = task.sparse_keras_model(process.get_model_weights(state))
-        files.atomic_write(os.path.join(output_dir, FINAL_MODEL_FILE), stripped.save, suffix=".keras")
+        files.atomic_write(os.path.join(output_dir, layout.FINAL_MODEL_FILE), stripped.save, suffix=".keras")
     from tff_sparsify import plots  # Imported here: matplotlib is only needed for this figure.
 
     plots.plot_history(history, os.path.join(output_dir, "history.png"), title=config.algorithm)
-    files.write_json(os.path.join(output_dir, "summary.json"), summary)  # Last: the run is complete.
+    files.write_json(os.path.join(output_dir, layout.SUMMARY_FILE), summary)  # Last: the run is complete.
     return summary
 
 
@@ -234,11 +233,11 @@ def _finished(output_dir: str) -> bool:
     """Whether `output_dir` holds a completed run. The summary is written after the final model, but a
     run of an older version may have died in between: with its checkpoint there, it is finished again
     (no round is rerun). Without a checkpoint (results kept without models), the summary decides."""
-    summary = files.read_json(os.path.join(output_dir, "summary.json"))
+    summary = files.read_json(os.path.join(output_dir, layout.SUMMARY_FILE))
     if not (summary and summary["completed"]):
         return False
-    return os.path.exists(os.path.join(output_dir, FINAL_MODEL_FILE)) or not os.path.exists(
-        os.path.join(output_dir, CHECKPOINT_FILE))
+    return os.path.exists(os.path.join(output_dir, layout.FINAL_MODEL_FILE)) or not os.path.exists(
+        os.path.join(output_dir, layout.CHECKPOINT_FILE))
 
 
 def _resume_history(output_dir: str, checkpoint: str) -> list[dict]:
@@ -253,7 +252,7 @@ def _resume_history(output_dir: str, checkpoint: str) -> list[dict]:
     history = files.read_json(os.path.join(output_dir, "history.json")) or []
     if history and not os.path.exists(checkpoint):
         raise ValueError(f"output_dir {output_dir!r} has {len(history)} rounds of history but no "
-                         f"{CHECKPOINT_FILE} to resume from; use another output directory")
+                         f"{layout.CHECKPOINT_FILE} to resume from; use another output directory")
     return history
 
 
@@ -359,8 +358,8 @@ def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
     and a `data_path` spelled differently (relative, absolute) that names the same file is the same.
     A folder whose run stopped before its first round (a diverged first round, a late error) takes
     any config."""
-    saved = files.read_json(os.path.join(output_dir, "config.json"))
-    started = any(os.path.exists(os.path.join(output_dir, f)) for f in (CHECKPOINT_FILE, "history.json"))
+    saved = files.read_json(os.path.join(output_dir, layout.CONFIG_FILE))
+    started = any(os.path.exists(os.path.join(output_dir, f)) for f in (layout.CHECKPOINT_FILE, "history.json"))
     if saved is None or not started:  # A folder holds a run once a round is done.
         return
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}

@@ -295,7 +295,7 @@ def export_run(
     files.write_bytes(tflite, encoding.content)
     report = {
         "run_dir": os.path.abspath(run_dir),
-        "config": files.read_json(os.path.join(run_dir, "config.json")),
+        "config": files.read_json(os.path.join(run_dir, layout.CONFIG_FILE)),
         "quantize": quantize,
         "sparsity_optimization": sparsity,
         "saved_model": os.path.abspath(saved_model),

@@ -16,7 +16,7 @@ import fnmatch
 import os
 from typing import Callable, Iterable
 
-from tff_sparsify import files
+from tff_sparsify import files, layout
 from tff_sparsify.config import ALGORITHMS, MEAN_ACCURACY, ExperimentConfig, last_rounds_label
 
 # TensorFlow loads only when cells run or are summarized (`experiment` and `report` are imported
@@ -134,7 +134,7 @@ def select(cells: dict[str, dict], patterns: Iterable[str]) -> dict[str, Experim
 def status(runs_dir: str, name: str, config: ExperimentConfig) -> dict:
     """Rounds done (and results when finished) of the cell `name` in `runs_dir`."""
     run_dir = os.path.join(runs_dir, name)
-    summary = files.read_json(os.path.join(run_dir, "summary.json"))
+    summary = files.read_json(os.path.join(run_dir, layout.SUMMARY_FILE))
     history = files.read_json(os.path.join(run_dir, "history.json")) or []
     return {
         "cell": name,

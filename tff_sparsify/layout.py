@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tff_sparsify import files
+from tff_sparsify import checks, files
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"  # Written last: the run is complete.
@@ -33,9 +33,8 @@ def finished_run(run_dir: str, name: str = "run_dir") -> dict:
 
 
 def check_tflite(path: str, name: str = "tflite") -> None:
-    """A ValueError naming `name` unless `path` is a file that begins like a .tflite flatbuffer."""
-    if not os.path.isfile(path):
-        raise ValueError(f"{name} {path!r}: {'a directory' if os.path.isdir(path) else 'no such file'}")
+    """An error naming `name` unless `path` is a file that begins like a .tflite flatbuffer."""
+    checks.file(name, path, ".tflite file")
     with open(path, "rb") as f:
         if f.read(8)[4:] != TFLITE_IDENTIFIER:
             raise ValueError(f"{name} {path!r}: not a .tflite model (no TFL3 identifier)")

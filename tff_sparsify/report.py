@@ -1,10 +1,10 @@
 """The paper's results table (tables 1-2) across finished runs, each factor relative to a reference.
 
-For every run directory: accuracy (mean test accuracy of the last 10 rounds, fewer in a shorter run, and the final round),
-sparsity, nonzero parameters, communication cost (paper appendix C), gzip size of the exported
-.tflite (the paper's "Model Size"), and TFLite latency / throughput on the paper's batch size. The
-first run is the reference (normally dense FedAvg) for the x-factors. Runs are exported on demand
-to `<run>/export/`.
+For every run directory: accuracy (mean test accuracy of the last 10 rounds, fewer in a shorter
+run, and the final round), sparsity, nonzero parameters, communication cost (paper appendix C), gzip
+size of the exported .tflite (the paper's "Model Size"), and TFLite latency / throughput on the
+paper's batch size. The first run is the reference (normally dense FedAvg) for the x-factors. Runs
+are exported on demand to `<run>/export/`.
 """
 from __future__ import annotations
 
