@@ -2,8 +2,11 @@
 got `value`". Pure Python."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import numbers
 import os
+import typing
 
 
 def integer(name: str, value, minimum: int = 1, maximum: int | None = None, hint: str = "") -> int:
@@ -36,3 +39,34 @@ def file(name: str, path: str, kind: str) -> None:
         raise IsADirectoryError(f"{name} {path!r}: a directory, not a {kind}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name} {path!r}: no such file")
+
+
+def field_types(instance, skip: tuple[str, ...] = ()) -> None:
+    """Each field of the dataclass `instance` (but those in `skip`) holds its annotated type: a real bool, an integer (not
+    1.5, not "32"), a finite number, a string; None only where the field is optional. A ValueError
+    naming the field otherwise."""
+    hints = typing.get_type_hints(type(instance))
+    for field in dataclasses.fields(instance):
+        if field.name in skip:
+            continue
+        value, hint = getattr(instance, field.name), hints[field.name]
+        optional = type(None) in typing.get_args(hint)
+        if value is None and optional:
+            continue
+        kind = next(t for t in (bool, int, float, str) if t is hint or t in typing.get_args(hint))
+        if not _is_kind(value, kind):
+            raise ValueError(f"{field.name} must be {_KIND_NAMES[kind]}{' or null' if optional else ''}, "
+                             f"got {value!r}")
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def _is_kind(value, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real) and math.isfinite(value)
+    return isinstance(value, str)

@@ -1,8 +1,8 @@
 """The `tff-sparsify` command line.
 
-- `run`: an experiment from flags and/or a JSON config file. Every `ExperimentConfig` field is a flag
-  (`final_sparsity` -> `--final-sparsity`); flags override the config file. With no arguments: a
-  small FedSparsify-Global run on the embedded digits dataset.
+- `run`: an experiment from flags and/or a JSON config file. Every `ExperimentConfig` field and every
+  algorithm's option is a flag (`final_sparsity` -> `--final-sparsity`); flags override the file.
+  With no arguments: a small FedSparsify-Global run on the embedded digits dataset.
 - `export RUN_DIR`: the run's final model as a sparse SavedModel and .tflite, checked against Keras.
 - `compare --algorithms A,B,...`: several algorithms on the same partition, then `table` over them.
 - `bench MODEL.tflite ...`: TFLite latency and throughput, with factors relative to the first file.
@@ -23,13 +23,16 @@ import threading
 import typing
 from typing import Callable
 
-from tff_sparsify import checks, files, layout
-from tff_sparsify.config import ALGORITHMS, DATASETS, MODELS, ExperimentConfig
+from tff_sparsify import algorithms, checks, files, layout
+from tff_sparsify.config import DATASETS, MODELS, ExperimentConfig
 from tff_sparsify.partitions import PARTITIONS
 from tff_sparsify.errors import RunError
 
 # TensorFlow loads only when a command runs (tff_sparsify's modules below `config` import it), so a
-# usage error answers at once.
+# usage error answers at once. Before it loads: hide its C++ logs, among them the "Unable to register
+# cuDNN/cuFFT/cuBLAS factory" errors TensorFlow 2.14 prints at every import on a CPU machine (errors
+# that matter reach Python as exceptions); TF_CPP_MIN_LOG_LEVEL=0 in the environment shows them all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _flag(name: str) -> str:
@@ -117,10 +120,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_keys() -> dict[str, tuple]:
+    """Every config key -> (its dataclass, its default, the algorithms it applies to or None for all):
+    the fields of `ExperimentConfig`, then the algorithms' options."""
+    keys = {f.name: (ExperimentConfig, f.default, None) for f in dataclasses.fields(ExperimentConfig)
+            if f.name != "options"}
+    for name, owners in algorithms.option_owners().items():
+        options = algorithms.get(owners[0]).options
+        default = next(f.default for f in dataclasses.fields(options) if f.name == name)
+        keys[name] = (options, default, owners)
+    return keys
+
+
 def _field_type(name: str) -> Callable[[str], object]:
-    """The parser of a value of the ExperimentConfig field `name` (optional or not): int, float, str,
-    or for bool fields one accepting true/false."""
-    hint = typing.get_type_hints(ExperimentConfig)[name]
+    """The parser of a value of the config key `name` (optional or not): int, float, str, or for bool
+    fields one accepting true/false."""
+    hint = typing.get_type_hints(_config_keys()[name][0])[name]
     if hint is bool:
         return _parse_bool
     return next(t for t in (int, float, str) if t is hint or t in typing.get_args(hint))
@@ -138,18 +153,23 @@ def _parse_bool(value: str) -> bool:
     return value.lower() == "true"
 
 
-ALLOWED_VALUES = {"algorithm": ALGORITHMS, "dataset": DATASETS, "model": MODELS, "partition": PARTITIONS}  # Listed in --help; checked by ExperimentConfig.
+ALLOWED_VALUES = {"dataset": DATASETS, "model": MODELS, "partition": PARTITIONS}  # Listed in --help; checked by ExperimentConfig.
 
 
 def _add_config_flags(command) -> None:
-    for field in dataclasses.fields(ExperimentConfig):
-        allowed = ALLOWED_VALUES.get(field.name)
-        help_text = (f"one of {', '.join(allowed)}; " if allowed else "") + f"default: {field.default}"
-        if _field_type(field.name) is _parse_bool:
-            command.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None,
-                                 help=help_text)
+    for name, (_, default, owners) in _config_keys().items():
+        if name == "algorithm":
+            help_text = "; ".join(f"{a.name}: {a.summary}" for a in map(algorithms.get, algorithms.names()))
+            help_text += f"; default: {default}"
         else:
-            command.add_argument(_flag(field.name), type=_field_type(field.name), default=None, help=help_text)
+            allowed = ALLOWED_VALUES.get(name)
+            help_text = (f"one of {', '.join(allowed)}; " if allowed else "") + f"default: {default}"
+        if owners:
+            help_text = f"{', '.join(owners)}: {help_text}"
+        if _field_type(name) is _parse_bool:
+            command.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            command.add_argument(_flag(name), type=_field_type(name), default=None, help=help_text)
 
 
 def _add_export_commands(commands) -> None:
@@ -197,11 +217,11 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 def _overrides(values: list[str]) -> dict:
-    """`--override` values converted to the types of the ExperimentConfig fields they name."""
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    """`--override` values converted to the types of the config keys they name."""
+    keys = _config_keys()
     overrides = {}
     for name, value in _pairs(values, "--override").items():
-        if name not in fields:
+        if name not in keys:
             raise ValueError(f"--override: unknown field {name!r}")
         try:
             overrides[name] = _field_type(name)(value)
@@ -274,7 +294,8 @@ def _table(args) -> None:
 
 
 def _config(args: argparse.Namespace, **replace) -> ExperimentConfig:
-    """The config of the flags and `--config` file, with `replace`d fields (compare's algorithms)."""
+    """The config of the flags and `--config` file, with `replace`d fields (compare's algorithms, which
+    take the options they have and leave the others)."""
     values = {}
     if args.config:
         checks.file("--config", args.config, "JSON file")
@@ -285,15 +306,15 @@ def _config(args: argparse.Namespace, **replace) -> ExperimentConfig:
                 raise ValueError(f"--config {args.config!r}: not valid JSON ({error})") from None
         if not isinstance(values, dict):
             raise ValueError(f"--config {args.config!r}: expected a JSON object of config fields")
-        unknown = set(values) - {f.name for f in dataclasses.fields(ExperimentConfig)}
+        unknown = set(values) - set(_config_keys())
         if unknown:
             raise ValueError(f"--config: unknown fields {sorted(unknown)}")
     from_file = {name for name in values if getattr(args, name) is None}
-    for field in dataclasses.fields(ExperimentConfig):
-        if getattr(args, field.name) is not None:
-            values[field.name] = getattr(args, field.name)
+    for name in _config_keys():
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
     try:
-        return ExperimentConfig(**{**values, **replace})
+        return ExperimentConfig.from_dict({**values, **replace}, ignore_other_algorithms=bool(replace))
     except ValueError as error:  # A field from the file is named as written there, with the file.
         if str(error).split(" ", 1)[0] in from_file:
             raise ValueError(f"--config {args.config!r}: {error}") from None
@@ -305,7 +326,7 @@ def _flag_error(error: Exception, args: argparse.Namespace) -> str:
     the flag, or for the grid (whose cells are valid) the `--override` that set it."""
     message = str(error)
     name = message.split(" ", 1)[0].rstrip(":")
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    fields = set(_config_keys())
     if args.command == "grid" and name in fields:
         return f"--override {name}=...: {message}"
     if name in fields | set(vars(args)):
@@ -340,7 +361,7 @@ def _output_dir(value: str | None) -> str | None:
 
 
 def default_output_dir(config: ExperimentConfig) -> str:
-    sparsity = "" if config.algorithm == "fedavg" else f"_s{config.final_sparsity:g}"
+    sparsity = f"_s{config.final_sparsity:g}" if algorithms.get(config.algorithm).prunes else ""
     return os.path.join("runs", f"{config.algorithm}_{config.dataset}_{config.partition}{sparsity}_seed{config.seed}")
 
 
@@ -361,6 +382,7 @@ def _compare(args) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"--algorithms names an algorithm twice: {args.algorithms!r}")
     configs = [_config(args, algorithm=name) for name in names]
+    _check_options_apply(args, names)
     _check_data_path(configs[0], args)
     run_dirs = [os.path.join(_output_dir(args.output_dir), config.algorithm) for config in configs]
     for run_dir in run_dirs:
@@ -372,6 +394,13 @@ def _compare(args) -> None:
     rows = report.write_table(run_dirs, args.output_dir)
     print(report.markdown(rows))
     print(f"runs, table and plots in {args.output_dir}")
+
+
+def _check_options_apply(args: argparse.Namespace, names: list[str]) -> None:
+    """Every algorithm option given to `compare` applies to one of its algorithms at least."""
+    for option, owners in algorithms.option_owners().items():
+        if getattr(args, option) is not None and not set(owners) & set(names):
+            raise ValueError(f"{option} applies to {' and '.join(owners)} only, none of --algorithms {','.join(names)}")
 
 
 COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench, "table": _table, "grid": _grid}

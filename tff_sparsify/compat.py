@@ -20,16 +20,16 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    skips that work.
 7. TFF's local C++ runtime runs all of a round's client computations at once by default; on a
    2-core machine, 10 clients contending for the cores made a round about 20% slower than running
-   one per core. Importing compat (which every tff_sparsify module that builds TFF computations
-   does: models, learning, experiment, ...) sets TFF's default context to `configure_tff_runtime()`
-   (one computation per CPU core; the worker starts on first use). Call TFF's
-   `tff.backends.native.set_sync_local_cpp_execution_context` afterwards to choose otherwise.
+   one per core. `configure_tff_runtime()` (the Python API's `tff_sparsify.configure_runtime`) sets
+   TFF's default context to one computation per CPU core (the worker starts on first use);
+   `experiment.run` calls it unless the program did. Importing tff_sparsify changes nothing in TFF.
 8. TFF starts the worker with a plain `subprocess.Popen` and stops it with SIGINT followed by a
    `wait()` without timeout (when its context is collected, e.g. at exit, and when it restarts one).
    So a worker outlived a process ended by SIGTERM, SIGHUP or SIGKILL, and a process whose SIGINT
    was ignored when it started (a job started with `&` by a shell script, or `nohup`) hung forever
    at exit: the worker inherits the ignored SIGINT. Importing compat replaces the `subprocess` name
-   in TFF's `executor_factory` module by one whose `Popen` is `_WorkerPopen`:
+   in TFF's `executor_factory` module by one whose `Popen` is `_WorkerPopen` (`configure_tff_runtime`
+   does it):
    - the kernel kills the worker (SIGKILL) when its parent dies (`prctl(PR_SET_PDEATHSIG)`, Linux),
      set by a tiny interpreter that then becomes the worker (`_DIE_WITH_PARENT`; a `preexec_fn`
      would make `subprocess` fork this many-threaded process and run gRPC's fork handlers). That
@@ -41,11 +41,11 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    compat installs no signal handler: SIGTERM and SIGHUP end the process as before, and the kernel
    then kills the worker (the command line turns them into a clean stop, `cli._signals_stop_the_command`). The worker keeps the signal dispositions it inherits, so Ctrl-C in the
    terminal of a script that started a job with `&` still stops neither the job nor its worker.
-   A worker started before tff_sparsify was imported is a plain `Popen`: TFF still stops it, but it
+   A worker started before `configure_tff_runtime` is a plain `Popen`: TFF still stops it, but it
    does not die with its parent.
 9. `tff.learning.models.from_keras_model` warns that a BatchNorm model's statistics "won't be updated
    during the training", for every process built: ours federate them (`models.batch_norm_statistics`),
-   so the warning is filtered.
+   so `from_keras_model` silences it where it is called.
 """
 from __future__ import annotations
 
@@ -71,8 +71,13 @@ from tensorflow_federated.python.core.impl.executor_stacks import executor_facto
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
-warnings.filterwarnings("ignore", "Batch Normalization contains non-trainable variables", UserWarning,
-                        r"tensorflow_federated\.")  # Item 9.
+
+
+def from_keras_model(keras_model: tf.keras.Model, **kwargs) -> tff.learning.models.VariableModel:
+    """`tff.learning.models.from_keras_model` without its BatchNorm warning (item 9)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Batch Normalization contains non-trainable variables", UserWarning)
+        return tff.learning.models.from_keras_model(keras_model, **kwargs)
 
 
 @tf.keras.utils.register_keras_serializable(package="tff_sparsify")
@@ -279,22 +284,35 @@ def _set_local_runtime(max_concurrent_calls: int | None) -> None:
 
 def configure_tff_runtime(max_concurrent_calls: int | None = None) -> None:
     """Makes TFF's default context a fresh local C++ runtime running at most `max_concurrent_calls`
-    computations at a time (default: one per CPU core this process may use). A running
-    `worker_binary` is stopped; the next computation starts a new one."""
+    computations at a time (default: one per CPU core this process may use), whose worker dies with
+    this process (item 8). A running `worker_binary` is stopped; the next computation starts a new
+    one; at exit it is released."""
+    global _configured, _max_concurrent_calls
+    _launch_tff_workers_with_this_process()
+    _max_concurrent_calls = max_concurrent_calls
     _set_local_runtime(max_concurrent_calls)
     gc.collect()  # Finalizes the replaced context, which stops its worker.
+    if not _configured:
+        atexit.register(_release_tff_runtime_at_exit)
+    _configured = True
+
+
+def configure_tff_runtime_once() -> None:
+    """`configure_tff_runtime()` unless this process called it already (keeps the program's choice)."""
+    if not _configured:
+        configure_tff_runtime()
 
 
 def release_tff_runtime() -> None:
-    """Stops TFF's local `worker_binary` (TFF stays usable: the next computation starts a new one)."""
-    configure_tff_runtime()
+    """Stops TFF's local `worker_binary` (TFF stays usable, as configured: the next computation starts
+    a new one)."""
+    configure_tff_runtime(_max_concurrent_calls)
 
 
-_launch_tff_workers_with_this_process()
-_set_local_runtime(None)  # At import no worker runs yet: no collection (0.2 s) is needed.
+_configured = False
+_max_concurrent_calls = None
 
 
-@atexit.register
 def _release_tff_runtime_at_exit() -> None:
     # An execution context left for interpreter shutdown fails noisily in its __del__; leave none.
     tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())

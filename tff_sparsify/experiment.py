@@ -11,7 +11,6 @@ a non-finite global model, stops the run at its last checkpoint (`NonFiniteError
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -20,94 +19,13 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
-from tff_sparsify import (
-    compat, data, files, layout, learning, metrics, models, optimizers, pruning, saliency, worker_data,
-)
-from tff_sparsify.config import (  # noqa: F401 (re-exported)
-    ALGORITHMS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig, without_unused_fields,
-)
+from tff_sparsify import algorithms, compat, data, files, layout, learning, metrics, models, worker_data
+from tff_sparsify.config import LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
 from tff_sparsify.errors import NonFiniteError
 
 HISTORY_KEY = "history"  # The history inside the checkpoint.
-
-
-def initial_weights(config: ExperimentConfig, task: learning.ModelTask, federated: data.FederatedData):
-    """Seeded initial model weights; for SNIP and GraSP, with the masks they compute at these weights
-    from one randomly chosen client's data (paper section 5); for PruneFL, the weights after one
-    local epoch of SGD on that client, pruned to s_f by global magnitude (the original PruneFL's
-    initial pruning at one client with its 5 reconfigurations is reduced to this single prune)."""
-    tf.keras.utils.set_random_seed(config.seed)  # TFF's own initialization is not seeded.
-    model = task.wrapped_keras_model()
-    if config.algorithm not in (*saliency.MASK_FUNCTIONS, "prunefl"):
-        return models.initial_model_weights(model)
-    client = int(np.random.default_rng(config.seed).integers(config.num_clients))
-    if config.algorithm == "prunefl":
-        _train_one_epoch(model, federated.client_dataset(client), task.loss_fn(), config.client_learning_rate)
-        masks = pruning.magnitude_masks(models.prunable_weights(model), config.final_sparsity)
-    else:
-        masks = saliency.MASK_FUNCTIONS[config.algorithm](
-            model, federated.client_dataset(client), config.final_sparsity, loss=task.loss_fn(),
-            num_batches=config.saliency_batches,
-        )
-    return saliency.model_weights_with_masks(model, masks)
-
-
-def _train_one_epoch(model: tf.keras.Model, dataset: tf.data.Dataset, loss, learning_rate: float) -> None:
-    """One epoch of plain SGD on a wrapped Keras model (its pruning steps made ready first)."""
-    compat.ready_pruning_steps(model)
-    model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate), loss=loss)
-    model.fit(dataset.map(lambda batch: (batch["x"], batch["y"])), epochs=1, verbose=0)
-
-
-def client_optimizer(config: ExperimentConfig) -> tff.learning.optimizers.Optimizer:
-    """Clients' SGD: plain, with classical momentum, or with Nesterov momentum."""
-    if config.client_nesterov:
-        return optimizers.build_nesterov_sgdm(config.client_learning_rate, config.client_momentum)
-    return tff.learning.optimizers.build_sgdm(
-        learning_rate=config.client_learning_rate, momentum=config.client_momentum or None
-    )
-
-
-def build_process(config: ExperimentConfig, task: learning.ModelTask, weights):
-    """The learning process `config.algorithm` names (`weights`: its initial weights)."""
-    optimizer_args = dict(
-        client_optimizer=client_optimizer(config),
-        server_optimizer=tff.learning.optimizers.build_sgdm(learning_rate=config.server_learning_rate),
-    )
-    algorithm, schedule, blocks = config.algorithm, config.schedule(), config.block_shape
-    if algorithm == "fedavg":
-        return learning.build_fed_avg(task, **optimizer_args)
-    if algorithm == "fedprox":
-        return learning.build_fed_prox(task, config.proximal_strength, **optimizer_args)
-    if algorithm == "fedsparsify_global":
-        return learning.build_fedsparsify_global(task, schedule, block_size=blocks, **optimizer_args)
-    if algorithm == "fedsparsify_local":
-        return learning.build_fedsparsify_local(
-            task, schedule, quorum=config.quorum, block_size=blocks, **optimizer_args
-        )
-    if algorithm in ("oneshot", "oneshot_finetune"):
-        fine_tune = config.fine_tune_rounds if algorithm == "oneshot_finetune" else 0
-        return learning.build_one_shot(
-            task, config.final_sparsity, config.rounds, fine_tune_rounds=fine_tune, **optimizer_args
-        )
-    if algorithm == "random":
-        return learning.build_random(task, schedule, seed=config.seed, **optimizer_args)
-    if algorithm == "prunefl":
-        return learning.build_prune_fl(
-            task, weights, config.final_sparsity, readjust_every=config.readjust_every, **optimizer_args
-        )
-    return learning.build_fixed_mask(task, weights, **optimizer_args)  # SNIP, GraSP.
-
-
-def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
-    """The clients of round `round_num`: all, or a seeded sample of `clients_per_round`."""
-    if config.clients_per_round == config.num_clients:
-        return list(range(config.num_clients))
-    rng = np.random.default_rng([config.seed, round_num])
-    return sorted(rng.choice(config.num_clients, config.clients_per_round, replace=False).tolist())
 
 
 def run(
@@ -120,10 +38,12 @@ def run(
 ) -> dict:
     """Runs (or resumes) `config` in `output_dir`; returns the summary.
 
-    `stop_after` ends this invocation after that many rounds (run again to resume). The checkpoint is
-    the one commit point of a round: it holds the process state and the history up to that round, so
-    a run killed at any moment resumes exactly after its last checkpointed round. `summary.json` is
-    written last, once the final model and the plot exist. One process at a time owns `output_dir`.
+    `stop_after` ends this invocation after that many rounds (run again to resume); `on_round` gets
+    each round's history row. The checkpoint is the one commit point of a round: it holds the process
+    state and the history up to that round, so a run killed at any moment resumes exactly after its
+    last checkpointed round. `summary.json` is written last, once the final model and the plot exist.
+    One process at a time owns `output_dir`. TFF runs as `tff_sparsify.configure_runtime` sets it up
+    (with its defaults, unless the program called it first).
     """
     with files.exclusive_lock(output_dir):
         _check_same_config(config, output_dir)
@@ -133,7 +53,42 @@ def run(
         model_name = config.model or models.DEFAULT_MODEL[config.dataset]
         _check_model_fits(model_name, federated.dataset)
         files.remove_temporaries(output_dir)  # Left by a process killed while writing (SIGKILL).
-        return _run_locked(config, federated, model_name, output_dir, stop_after, progress, on_round)
+        compat.configure_tff_runtime_once()
+        checkpoint = _Checkpoint(output_dir)
+        history = checkpoint.history()
+        _write_inputs(config, federated, output_dir, resuming=bool(history))
+        setup = _setup(config, federated, model_name)
+        _say(progress, f"{output_dir}: building {config.algorithm} (TFF traces its computations: about 10-30 s, "
+                       "and the first round traces on TFF's worker)")
+        algorithm = algorithms.get(config.algorithm)
+        weights = _initial_weights(algorithm, setup)
+        with worker_data.WorkerClientData(federated) as client_data:  # The worker builds client datasets.
+            process = client_data.compose(algorithm.build_process(setup, weights), config.local_epochs)
+            state = process.initialize()
+            state = checkpoint.load(state) if history else process.set_model_weights(state, weights)
+            evaluator = _Evaluator(setup.task, federated.test_dataset())
+            last = config.rounds if stop_after is None else min(config.rounds, len(history) + stop_after)
+            counting = _RoundCounting(config, algorithm, evaluator, history)
+            callbacks = [checkpoint.save]
+            if on_round:
+                callbacks.append(lambda row, state, history: on_round(row))
+            with tqdm(total=config.rounds, initial=len(history), disable=not progress, desc=config.algorithm,
+                      unit="round") as bar:
+                callbacks.append(lambda row, state, history: _show(bar, row))
+                state = _train(process, state, client_data, counting, history, last, callbacks)
+        summary = _summary(config, history, counting.ledger, evaluator.num_params)
+        return _write_results(summary, setup.task, process.get_model_weights(state), history, output_dir)
+
+
+def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
+    """The clients of round `round_num`: all, or a seeded sample of `clients_per_round`."""
+    if config.clients_per_round == config.num_clients:
+        return list(range(config.num_clients))
+    rng = np.random.default_rng([config.seed, round_num])
+    return sorted(rng.choice(config.num_clients, config.clients_per_round, replace=False).tolist())
+
+
+# --- Build ------------------------------------------------------------------------------------
 
 
 def _federated_data(config: ExperimentConfig) -> data.FederatedData:
@@ -165,60 +120,151 @@ def _check_model_fits(name: str, dataset: data.Dataset) -> None:
                          f"{'x'.join(map(str, dataset.input_shape))} ({reason})") from None
 
 
-def _run_locked(config, federated, model_name, output_dir, stop_after, progress, on_round) -> dict:
-    checkpoint = os.path.join(output_dir, layout.CHECKPOINT_FILE)
-    history = _resume_history(output_dir, checkpoint)
-    _check_same_partition(federated.partition.describe(), output_dir, resuming=bool(history))
+def _write_inputs(config: ExperimentConfig, federated: data.FederatedData, output_dir: str, resuming: bool) -> None:
+    _check_same_partition(federated.partition.describe(), output_dir, resuming)
     files.write_json(os.path.join(output_dir, layout.CONFIG_FILE), config.to_dict())
     files.write_json(os.path.join(output_dir, "partition.json"), federated.partition.describe())
+
+
+def _setup(config: ExperimentConfig, federated: data.FederatedData, model_name: str) -> algorithms.Setup:
     dataset = federated.dataset
     task = learning.ModelTask(
         lambda: models.build_model(model_name, dataset.input_shape, dataset.num_classes),
         federated.element_spec,
     )
-    _say(progress, f"{output_dir}: building {config.algorithm} (TFF traces its computations: about 10-30 s, "
-                   "and the first round traces on TFF's worker)")
-    weights = initial_weights(config, task, federated)
-    with worker_data.WorkerClientData(federated) as client_data:  # The worker builds client datasets.
-        process = client_data.compose(build_process(config, task, weights), config.local_epochs)
-        state = process.initialize()
-        state = _load_state(checkpoint, state) if history else process.set_model_weights(state, weights)
-        evaluator = _Evaluator(task, federated.test_dataset())
-        num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(evaluator.model))
-        ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])
-        first = len(history) + 1
-        last = config.rounds if stop_after is None else min(config.rounds, first - 1 + stop_after)
-        bar = tqdm(range(first, last + 1), initial=first - 1, total=config.rounds, disable=not progress,
-                   desc=config.algorithm, unit="round")
-        for round_num in bar:
-            started = time.perf_counter()
-            output = process.next(state, client_data.sources(sample_clients(config, round_num), round_num))
-            _check_finite(output, process.get_model_weights(output.state), round_num)
-            state = output.state
-            row = _history_row(round_num, output.metrics, evaluator(process.get_model_weights(state)))
-            communication = output.metrics["client_work"]["communication"]
-            cost = ledger.add(_round_cost(config, communication, num_prunable))
-            row.update(mbit=cost.mbit, cumulative_mbit=ledger.mbit, communication=cost.to_dict(),
-                       update_nonzero=int(communication["update_nonzero"]))
-            row["seconds"] = round(time.perf_counter() - started, 3)
-            history.append(row)
-            _save_state(checkpoint, state, history)  # The round's commit point.
-            _write_history(output_dir, history)
-            postfix = dict(test_acc=_format(row["test_accuracy"]), sparsity=f"{row['sparsity']:.4f}",
-                           loss=_format(row["train_loss"]))
-            if row["nonfinite_clients"]:
-                postfix["nonfinite_clients"] = row["nonfinite_clients"]
-            bar.set_postfix(postfix)
-            if on_round:
-                on_round(row)
+    return algorithms.Setup(config, task, federated)
 
-    summary = _summary(config, history, ledger, evaluator.num_params)
+
+def _initial_weights(algorithm: algorithms.Algorithm, setup: algorithms.Setup):
+    """The algorithm's initial weights, made right after seeding TensorFlow with the run's seed (TFF's
+    own initialization is not seeded)."""
+    tf.keras.utils.set_random_seed(setup.config.seed)
+    if algorithm.initial_weights:
+        return algorithm.initial_weights(setup)
+    return models.initial_model_weights(setup.task.wrapped_keras_model())
+
+
+# --- Train ------------------------------------------------------------------------------------
+
+
+def _train(process, state, client_data, counting: _RoundCounting, history: list[dict], last: int, on_round):
+    """Rounds len(history) + 1 .. `last`: each one's history row is appended to `history` and handed,
+    with the new state, to the `on_round` callbacks (checkpoint first). Returns the last state."""
+    for round_num in range(len(history) + 1, last + 1):
+        started = time.perf_counter()
+        sources = client_data.sources(sample_clients(counting.config, round_num), round_num)
+        output = process.next(state, sources)
+        _check_finite(output, process.get_model_weights(output.state), round_num)
+        state = output.state
+        row = counting.row(round_num, output.metrics, process.get_model_weights(state))
+        row["seconds"] = round(time.perf_counter() - started, 3)
+        history.append(row)
+        for callback in on_round:
+            callback(row, state, history)
+    return state
+
+
+class _RoundCounting:
+    """A round's history row: training and test metrics, sparsity, and communication (paper appendix
+    C: the models sent, see `learning.client_work`; clients of an algorithm that uploads masks add
+    one bit per prunable weight)."""
+
+    def __init__(self, config: ExperimentConfig, algorithm: algorithms.Algorithm, evaluator: _Evaluator,
+                 history: list[dict]):
+        self.config, self.evaluator = config, evaluator
+        self.mask_bits_per_client = evaluator.num_prunable if algorithm.uploads_masks else 0
+        self.ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])
+
+    def row(self, round_num: int, round_metrics, weights) -> dict:
+        row = _history_row(round_num, round_metrics, self.evaluator(weights))
+        communication = round_metrics["client_work"]["communication"]
+        cost = self.ledger.add(metrics.RoundCost(
+            download_params=int(communication["download_params"]),
+            upload_params=int(communication["upload_params"]),
+            mask_bits=int(communication["clients"]) * self.mask_bits_per_client,
+            download_bytes=int(communication["download_bytes"]),
+            upload_bytes=int(communication["upload_bytes"]),
+        ))
+        row.update(mbit=cost.mbit, cumulative_mbit=self.ledger.mbit, communication=cost.to_dict(),
+                   update_nonzero=int(communication["update_nonzero"]))
+        return row
+
+
+def _show(bar: tqdm, row: dict) -> None:
+    """Moves the progress bar one round, showing its test accuracy, sparsity and training loss."""
+    postfix = dict(test_acc=_format(row["test_accuracy"]), sparsity=f"{row['sparsity']:.4f}",
+                   loss=_format(row["train_loss"]))
+    if row["nonfinite_clients"]:
+        postfix["nonfinite_clients"] = row["nonfinite_clients"]
+    bar.set_postfix(postfix, refresh=False)
+    bar.update()
+
+
+class _Checkpoint:
+    """`checkpoint.npz` of a run folder: the process state and the history up to it, in one atomic
+    file (the round's commit point), with `history.json` and `history.csv` rewritten from it."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.path = os.path.join(output_dir, layout.CHECKPOINT_FILE)
+
+    def history(self) -> list[dict]:
+        """The history of the rounds the checkpoint holds (history.json is rewritten from it); for a
+        checkpoint of an older version, without its history, history.json."""
+        if os.path.exists(self.path):
+            with np.load(self.path) as saved:
+                if HISTORY_KEY in saved.files:
+                    history = json.loads(str(saved[HISTORY_KEY]))
+                    _write_history(self.output_dir, history)
+                    return history
+        history = files.read_json(os.path.join(self.output_dir, "history.json")) or []
+        if history and not os.path.exists(self.path):
+            raise ValueError(f"output_dir {self.output_dir!r} has {len(history)} rounds of history but no "
+                             f"{layout.CHECKPOINT_FILE} to resume from; use another output directory")
+        return history
+
+    def save(self, row: dict, state, history: list[dict]) -> None:
+        arrays = {f"a{i}": np.asarray(v) for i, v in enumerate(tf.nest.flatten(state))}
+        arrays[HISTORY_KEY] = np.array(json.dumps(history))
+        files.atomic_write(self.path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+        _write_history(self.output_dir, history)
+
+    def load(self, like):
+        """The saved state in the structure of `like`. A checkpoint of a version whose client work and
+        finalizer both counted rounds holds one int32 scalar more; it is left out."""
+        with np.load(self.path) as saved:
+            arrays = [saved[f"a{i}"] for i in range(len(saved.files) - (HISTORY_KEY in saved.files))]
+        expected = [np.asarray(v) for v in tf.nest.flatten(like)]
+        return tf.nest.pack_sequence_as(like, _without_retired_counters(arrays, expected, self.path))
+
+
+def _without_retired_counters(arrays: list, expected: list, path: str) -> list:
+    """`arrays` matched in order to the `expected` shapes and dtypes, leaving out int32 scalars that
+    match nothing (round counters an older version kept); a ValueError if they still differ."""
+    kept, i = [], 0
+    for array in arrays:
+        if i < len(expected) and array.shape == expected[i].shape and array.dtype == expected[i].dtype:
+            kept.append(array)
+            i += 1
+        elif not (array.shape == () and array.dtype == np.int32):
+            break
+    if len(kept) != len(expected):
+        raise ValueError(f"{path} holds another process state than {len(expected)} tensors of this "
+                         "algorithm and model; use another output directory")
+    return kept
+
+
+# --- Write results ----------------------------------------------------------------------------
+
+
+def _write_results(summary: dict, task, weights, history: list[dict], output_dir: str) -> dict:
+    """The final model (of a completed run), the history plot and, last, `summary`."""
     if summary["completed"]:
-        stripped = task.sparse_keras_model(process.get_model_weights(state))
+        stripped = task.sparse_keras_model(weights)
         files.atomic_write(os.path.join(output_dir, layout.FINAL_MODEL_FILE), stripped.save, suffix=".keras")
     from tff_sparsify import plots  # Imported here: matplotlib is only needed for this figure.
 
-    plots.plot_history(history, os.path.join(output_dir, "history.png"), title=config.algorithm)
+    plots.plot_history(history, os.path.join(output_dir, "history.png"), title=summary["config"]["algorithm"])
     files.write_json(os.path.join(output_dir, layout.SUMMARY_FILE), summary)  # Last: the run is complete.
     return summary
 
@@ -238,22 +284,6 @@ def _finished(output_dir: str) -> bool:
         return False
     return os.path.exists(os.path.join(output_dir, layout.FINAL_MODEL_FILE)) or not os.path.exists(
         os.path.join(output_dir, layout.CHECKPOINT_FILE))
-
-
-def _resume_history(output_dir: str, checkpoint: str) -> list[dict]:
-    """The history of the rounds the checkpoint holds (history.json is rewritten from it); for a
-    checkpoint of an older version, without its history, history.json."""
-    if os.path.exists(checkpoint):
-        with np.load(checkpoint) as saved:
-            if HISTORY_KEY in saved.files:
-                history = json.loads(str(saved[HISTORY_KEY]))
-                _write_history(output_dir, history)
-                return history
-    history = files.read_json(os.path.join(output_dir, "history.json")) or []
-    if history and not os.path.exists(checkpoint):
-        raise ValueError(f"output_dir {output_dir!r} has {len(history)} rounds of history but no "
-                         f"{layout.CHECKPOINT_FILE} to resume from; use another output directory")
-    return history
 
 
 def _check_finite(output, weights, round_num: int) -> None:
@@ -277,19 +307,6 @@ def _format(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
 
-def _round_cost(config: ExperimentConfig, communication, num_prunable: int) -> metrics.RoundCost:
-    """The round's paper-style cost (appendix C: the models sent, see `learning.client_work`);
-    FedSparsify-Local clients also upload a mask."""
-    clients = int(communication["clients"])
-    return metrics.RoundCost(
-        download_params=int(communication["download_params"]),
-        upload_params=int(communication["upload_params"]),
-        mask_bits=clients * num_prunable if config.algorithm == "fedsparsify_local" else 0,
-        download_bytes=int(communication["download_bytes"]),
-        upload_bytes=int(communication["upload_bytes"]),
-    )
-
-
 class _Evaluator:
     """Test loss and accuracy of global model weights, in a wrapped Keras model."""
 
@@ -298,6 +315,7 @@ class _Evaluator:
         # Parameters as the paper counts them: trainable weights and BatchNorm statistics.
         sent = [*self.model.trainable_weights, *models.batch_norm_statistics(self.model)]
         self.num_params = sum(int(np.prod(v.shape)) for v in sent)
+        self.num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(self.model))
         self.model.compile(loss=task.loss_fn(), metrics=task.metrics_fn())
         self.test_dataset = test_dataset.map(lambda batch: (batch["x"], batch["y"]))
 
@@ -353,19 +371,16 @@ def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: 
 
 
 def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
-    """Refuses to resume a run with another config; fields added since it started take their default,
-    values its partition or algorithm ignores (saved before they were refused) are ignored,
-    and a `data_path` spelled differently (relative, absolute) that names the same file is the same.
+    """Refuses to resume a run with another config; a config saved by an older version is read as
+    `ExperimentConfig.from_saved` reads it, and a `data_path` spelled differently (relative, absolute) that names the same file is the same.
     A folder whose run stopped before its first round (a diverged first round, a late error) takes
     any config."""
     saved = files.read_json(os.path.join(output_dir, layout.CONFIG_FILE))
     started = any(os.path.exists(os.path.join(output_dir, f)) for f in (layout.CHECKPOINT_FILE, "history.json"))
     if saved is None or not started:  # A folder holds a run once a round is done.
         return
-    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
-    current = config.to_dict()
-    saved = without_unused_fields({**defaults, **saved})
-    changed = sorted(k for k, v in saved.items() if not _same_value(k, current.get(k), v))
+    current, saved = config.to_dict(), ExperimentConfig.from_saved(saved).to_dict()
+    changed = sorted(k for k in {*current, *saved} if not _same_value(k, current.get(k), saved.get(k)))
     if changed:
         raise ValueError(
             f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "
@@ -388,19 +403,6 @@ def _same_value(field: str, current, saved) -> bool:
     if field == "data_path" and current and saved and os.path.exists(current) and os.path.exists(saved):
         return os.path.samefile(current, saved)
     return current == saved
-
-
-def _save_state(path: str, state, history: list[dict]) -> None:
-    """The process state and the history up to it, in one atomic file."""
-    arrays = {f"a{i}": np.asarray(v) for i, v in enumerate(tf.nest.flatten(state))}
-    arrays[HISTORY_KEY] = np.array(json.dumps(history))
-    files.atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
-
-
-def _load_state(path: str, like):
-    with np.load(path) as saved:
-        arrays = [saved[f"a{i}"] for i in range(len(tf.nest.flatten(like)))]
-    return tf.nest.pack_sequence_as(like, arrays)
 
 
 def _write_history(output_dir: str, history: list[dict]) -> None:

@@ -16,8 +16,8 @@ import fnmatch
 import os
 from typing import Callable, Iterable
 
-from tff_sparsify import files, layout
-from tff_sparsify.config import ALGORITHMS, MEAN_ACCURACY, ExperimentConfig, last_rounds_label
+from tff_sparsify import algorithms, files, layout
+from tff_sparsify.config import MEAN_ACCURACY, ExperimentConfig, last_rounds_label
 
 # TensorFlow loads only when cells run or are summarized (`experiment` and `report` are imported
 # there), so selecting and listing cells, and the command line's errors about them, answer at once.
@@ -45,9 +45,8 @@ ENVIRONMENTS = {
 FEDERATIONS = ((10, 1.0), (100, 0.1))  # (clients, participation): all 10, or 10 of 100 per round.
 DISTRIBUTIONS = ("iid", "noniid")
 SPARSITIES = (0.8, 0.85, 0.9, 0.95, 0.99)
-DENSE_ALGORITHMS = ("fedavg", "fedprox")
-RUN_PREFIX = {"fedsparsify_global": "global", "fedsparsify_local": "local"}  # Others: the algorithm.
-PRUNING_ALGORITHMS = tuple(a for a in ALGORITHMS if a not in DENSE_ALGORITHMS)
+PAPER_ALGORITHMS = ("fedavg", "fedprox", "fedsparsify_global", "fedsparsify_local", "oneshot",
+                    "oneshot_finetune", "random", "snip", "grasp", "prunefl")  # Paper section 5.
 
 # Paper appendix C, table 2: FashionMNIST, 10 clients, non-IID, FedSparsify-Global by final sparsity
 # (0.0 = FedAvg): accuracy, nonzero parameters, gzip model size (MB), communication (millions).
@@ -71,8 +70,9 @@ def group_name(environment: str, num_clients: int, distribution: str) -> str:
 
 def run_name(algorithm: str, final_sparsity: float | None = None) -> str:
     """`fedavg`, `global_0.9`, `local_0.95`, `snip_0.8`, ..."""
-    prefix = RUN_PREFIX.get(algorithm, algorithm)
-    return prefix if algorithm in DENSE_ALGORITHMS else f"{prefix}_{final_sparsity:g}"
+    spec = algorithms.get(algorithm)
+    prefix = spec.run_prefix or algorithm
+    return f"{prefix}_{final_sparsity:g}" if spec.prunes else prefix
 
 
 def paper_grid(data_paths: dict[str, str] | None = None, **overrides) -> dict[str, dict]:
@@ -103,8 +103,8 @@ def paper_grid(data_paths: dict[str, str] | None = None, **overrides) -> dict[st
                     classes_per_client=None if distribution == "iid" else env.noniid_classes,
                 )
                 group = group_name(name, num_clients, distribution)
-                runs = [(a, None) for a in DENSE_ALGORITHMS]
-                runs += [(a, s) for a in PRUNING_ALGORITHMS for s in SPARSITIES]
+                runs = [(a, s) for a in PAPER_ALGORITHMS
+                        for s in (SPARSITIES if algorithms.get(a).prunes else (None,))]
                 for algorithm, sparsity in runs:
                     fields = {**common, "algorithm": algorithm, **overrides}
                     if sparsity is not None:
@@ -125,7 +125,7 @@ def select(cells: dict[str, dict], patterns: Iterable[str]) -> dict[str, Experim
     for name, fields in cells.items():
         if any(fnmatch.fnmatch(name, p) for p in patterns):
             try:
-                chosen[name] = ExperimentConfig(**fields)
+                chosen[name] = ExperimentConfig.from_dict(fields, ignore_other_algorithms=True)
             except ValueError as error:
                 raise ValueError(f"{error} (cell {name})") from None
     return chosen

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from tff_sparsify import checks, data, export, files, layout, plots
-from tff_sparsify.config import MEAN_ACCURACY, last_rounds_label
+from tff_sparsify.config import MEAN_ACCURACY, ExperimentConfig, last_rounds_label
 
 PAPER_BATCH_SIZE = {"digits": 32, "fashion_mnist": 32, "cifar10": 128, "cifar100": 128}
 
@@ -23,7 +23,7 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
             runtime: str = "tf", batch_size: int | None = None) -> dict:
     """One table row for a finished run, exporting it first if `<run>/export` does not exist."""
     summary = layout.finished_run(run_dir)
-    config = summary["config"]
+    config = ExperimentConfig.from_saved(summary["config"]).to_dict()  # Also a config of an older version.
     export_dir = os.path.join(run_dir, "export" if quantize == "none" else f"export_{quantize}")
     tflite = os.path.join(export_dir, export.TFLITE_FILE)
     if os.path.exists(tflite):
@@ -38,7 +38,7 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
         "run": os.path.basename(os.path.normpath(run_dir)),
         "algorithm": config["algorithm"],
         "method": _method(config),
-        "target_sparsity": 0.0 if config["algorithm"] == "fedavg" else config["final_sparsity"],
+        "target_sparsity": config.get("final_sparsity", 0.0),  # 0 for a dense algorithm.
         "sparsity": summary["final_sparsity"],
         "accuracy": summary[MEAN_ACCURACY],
         "final_accuracy": summary["final_test_accuracy"],

@@ -3,7 +3,7 @@
 Both score every prunable weight (the kernels of `models.prunable_weights`) once, at the model's
 initial weights, from one client's data, and keep the best (1 - s_f) fraction in ONE global ranking
 over all prunable kernels together (not per layer). The mask is then enforced for the whole run
-(`learning.build_fixed_mask`). In the federated setting the data is that of one randomly chosen
+(`algorithms.snip_grasp`). In the federated setting the data is that of one randomly chosen
 client (paper section 5, following PruneFL and FedDST): the caller picks the client, e.g.
 `federated.client_dataset(c)`, and passes its dataset.
 
@@ -173,15 +173,12 @@ def grasp_masks(
     return prune_highest(scores, sparsity, _current_masks(model))
 
 
-MASK_FUNCTIONS = {"snip": snip_masks, "grasp": grasp_masks}
-
-
 def model_weights_with_masks(
     model: tf.keras.Model, masks: Sequence[tf.Tensor]
 ) -> tff.learning.models.ModelWeights:
     """`models.initial_model_weights(model)` (ready to train in TFF) with `masks` in place of the
-    model's TFMOT masks and its kernels multiplied by them: the initial weights for
-    `learning.build_fixed_mask`. The model itself is not changed."""
+    model's TFMOT masks and its kernels multiplied by them: the initial weights of a
+    process trained within fixed masks (`learning.compose`). The model itself is not changed."""
     kernels, mask_vars = models.prunable_weights(model), models.mask_variables(model)
     if len(masks) != len(mask_vars):
         raise ValueError(f"masks must match the model's {len(mask_vars)} prunable kernels, got {len(masks)}")

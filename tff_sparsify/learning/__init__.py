@@ -1,12 +1,8 @@
-"""FedSparsify learning processes on TFF (see `builders`)."""
-from tff_sparsify.learning.builders import (
-    build_fed_avg,
-    build_fed_prox,
-    build_fedsparsify_global,
-    build_fedsparsify_local,
-    build_fixed_mask,
-    build_one_shot,
-    build_prune_fl,
-    build_random,
-)
+"""TFF building blocks of the masked learning processes: the model task, the client work and its
+hooks, the server's mask updates and finalizer, the majority-vote aggregator, and `compose`, which
+puts them together. The algorithms (`tff_sparsify.algorithms`) are compositions of these."""
+from tff_sparsify.learning.aggregators import MajorityVoteFactory
+from tff_sparsify.learning.hooks import ClientHooks, LocalPruning, ProximalTerm, SquaredGradients
+from tff_sparsify.learning.mask_updates import KeepMasks, RandomOrder, Readjust, ScheduledMagnitude, VotedMasks
+from tff_sparsify.learning.process import compose, masked
 from tff_sparsify.learning.task import ModelTask, WeightsLayout

@@ -1,4 +1,4 @@
-"""Client work that trains within the broadcast masks (and, for FedSparsify-Local, prunes locally).
+"""Client work that trains within the broadcast masks, with an algorithm's `hooks.ClientHooks`.
 
 Each client assigns the broadcast `ModelWeights` (kernels, biases, TFMOT masks, BatchNorm statistics)
 to its model and runs local SGD with the kernel gradients multiplied by the masks, so pruned weights
@@ -6,15 +6,12 @@ stay exactly zero and the update `initial - final` is exactly zero at pruned pos
 convention).
 
 Every client sends its model: `ClientResult.update` is an `OrderedDict` with
-- `weights`: the trainable weights' delta `initial - final`; for FedSparsify-Local, `final` is the
-  client's model pruned to the round's target s(t) (paper eq. 1) by global magnitude;
-- `masks` (FedSparsify-Local): one binary mask per trainable tensor (all ones for biases), for the
-  server's majority vote (paper eq. 2);
-- `squared_gradients` (PruneFL, `report_squared_gradients`): per prunable kernel (layout order), the
-  sum over the client's local steps of its squared loss gradient taken before masking (dense:
-  pruned positions get an importance too, so they can regrow). The server uses it at readjustment
-  rounds (`finalizers`, mask source "readjust"). Not counted below (the original PruneFL sends
-  importances at readjustment rounds only);
+- `weights`: the trainable weights' delta `initial - final`; with an after-training step (the
+  client's own pruning, FedSparsify-Local), `final` is the model within the client's new masks;
+- `masks` (with an after-training step): one binary mask per trainable tensor (all ones for biases),
+  for the server's majority vote (paper eq. 2);
+- one entry per report (e.g. `squared_gradients`, PruneFL), per prunable kernel in layout order;
+  reports are not counted below;
 - `statistics` (models with BatchNorm): the BatchNorm moving means and variances the client holds
   after local training, as values (not deltas). The aggregators average them example-weighted and
   the finalizer sets them (DESIGN, "BatchNorm statistics"; the authors' FedAvg over all weights).
@@ -40,29 +37,19 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import metrics, pruning, schedules
-from tff_sparsify.learning import targets
+from tff_sparsify import metrics, pruning
+from tff_sparsify.learning.hooks import ClientHooks
 from tff_sparsify.learning.task import ModelTask
 
 
 def build_masked_client_work(
     task: ModelTask,
     optimizer: tff.learning.optimizers.Optimizer,
-    local_schedule: schedules.SparsitySchedule | None = None,
-    block_size: tuple[int, int] = (1, 1),
-    proximal_strength: float = 0.0,
-    report_squared_gradients: bool = False,
+    hooks: ClientHooks = ClientHooks(),
 ) -> tff.learning.templates.ClientWorkProcess:
-    """A `ClientWorkProcess` training within the masks; with `local_schedule`, clients prune too
-    (in blocks of `block_size`, see `pruning.magnitude_masks`). A `proximal_strength` mu > 0 adds
-    FedProx's proximal term mu/2 ||w - w_t||^2 toward the round's global weights (Li et al., 2020).
-    With `report_squared_gradients`, the update also carries each kernel's summed squared dense
-    gradient (PruneFL; not with `local_schedule`).
-
-    Its state is the number of rounds done (clients prune to s(round + 1)).
-    """
-    if report_squared_gradients and local_schedule:
-        raise ValueError("report_squared_gradients cannot be combined with a local_schedule")
+    """A `ClientWorkProcess` training within the masks, with `hooks` added. Its state is the process's
+    round counter when an after-training step reads the round (clients prune to s(round + 1)), else
+    empty."""
     layout = task.layout
     with tf.Graph().as_default():
         tff_model = task.tff_model()
@@ -70,62 +57,55 @@ def build_masked_client_work(
     weights_type = tff.learning.models.weights_type_from_model(tff_model)
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(tff_model.input_spec))
 
-    @tff.tensorflow.computation(tf.int32, weights_type, data_type)
-    def client_update(round_num, initial_weights, dataset):
+    def train(round_num, initial_weights, dataset):
         model = task.tff_model()
         model_weights = tff.learning.models.ModelWeights.from_model(model)
         trainable_specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in model_weights.trainable)
 
         @tf.function
-        def train():
+        def local_training():
             tf.nest.map_structure(lambda v, w: v.assign(w), model_weights, initial_weights)
             masks = layout.full_masks(model_weights.trainable, layout.masks(initial_weights.non_trainable))
 
             def step(state, batch):
-                num_examples, optimizer_state, squared = state
+                num_examples, optimizer_state, reports = state
                 with tf.GradientTape() as tape:
                     output = model.forward_pass(batch, training=True)
                 gradients = tape.gradient(output.loss, model_weights.trainable)
-                if report_squared_gradients:
-                    squared = tuple(s + tf.square(g) for s, g in zip(squared, layout.kernels(gradients)))
-                if proximal_strength:
-                    gradients = [
-                        g + proximal_strength * (w - w0)
-                        for g, w, w0 in zip(gradients, model_weights.trainable, initial_weights.trainable)
-                    ]
+                kernel_gradients = layout.kernels(gradients)
+                reports = tuple(tuple(r.accumulate(total, kernel_gradients)) for r, total in zip(hooks.reports, reports))
+                if hooks.gradient_transform:
+                    gradients = hooks.gradient_transform(
+                        gradients, model_weights.trainable, initial_weights.trainable
+                    )
                 gradients = tuple(g * m for g, m in zip(gradients, masks))
                 optimizer_state, updated = optimizer.next(
                     optimizer_state, tuple(model_weights.trainable), gradients
                 )
                 for variable, value in zip(model_weights.trainable, updated):
                     variable.assign(value)
-                return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state, squared
+                return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state, reports
 
-            no_squares = tuple(tf.zeros_like(k) for k in layout.kernels(initial_weights.trainable))
-            num_examples, _, squared = dataset.reduce(
+            kernels = layout.kernels(initial_weights.trainable)
+            num_examples, _, reports = dataset.reduce(
                 (
                     tf.constant(0, tf.int64),
                     optimizer.initialize(trainable_specs),
-                    no_squares if report_squared_gradients else (),
+                    tuple(tuple(r.initial(kernels)) for r in hooks.reports),  # Tuples: lists would stack.
                 ),
                 step,
             )
             final = list(model_weights.trainable)
             broadcast_masks = layout.masks(initial_weights.non_trainable)
             kernel_masks = broadcast_masks
-            if local_schedule is not None:
-                kernel_masks = pruning.magnitude_masks(
-                    layout.kernels(final),
-                    targets.target_sparsity(local_schedule, round_num + 1),
-                    broadcast_masks,
-                    block_size=block_size,
-                )
+            if hooks.after_training:
+                kernel_masks = hooks.after_training(round_num, layout.kernels(final), broadcast_masks)
                 final = layout.replace_kernels(final, pruning.apply_masks(layout.kernels(final), kernel_masks))
             update = collections.OrderedDict(weights=[a - b for a, b in zip(initial_weights.trainable, final)])
-            if local_schedule is not None:
+            if hooks.after_training:
                 update["masks"] = layout.full_masks(final, kernel_masks)
-            if report_squared_gradients:
-                update["squared_gradients"] = list(squared)
+            for report, value in zip(hooks.reports, reports):
+                update[report.name] = list(value)
             statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
             if statistics:
                 update["statistics"] = statistics
@@ -148,22 +128,35 @@ def build_masked_client_work(
             nonfinite = tf.cast(tf.logical_not(finite), tf.int32)
             return result, model.report_local_unfinalized_metrics(), communication, nonfinite
 
-        return train()
+        return local_training()
 
-    @tff.federated_computation
-    def initialize():
-        return tff.federated_value(0, tff.SERVER)
+    if hooks.counts_rounds:
+        client_update = tff.tensorflow.computation(train, tf.int32, weights_type, data_type)
+
+        @tff.federated_computation
+        def initialize():
+            return tff.federated_value(0, tff.SERVER)
+    else:
+        client_update = tff.tensorflow.computation(
+            lambda initial_weights, dataset: train(None, initial_weights, dataset), weights_type, data_type
+        )
+
+        @tff.federated_computation
+        def initialize():
+            return tff.federated_value((), tff.SERVER)
 
     @tff.federated_computation(
         initialize.type_signature.result,
         tff.FederatedType(weights_type, tff.CLIENTS),
         tff.FederatedType(data_type, tff.CLIENTS),
     )
-    def next_fn(round_num, weights, client_data):
-        round_at_clients = tff.federated_broadcast(round_num)
-        results, model_outputs, communication, nonfinite = tff.federated_map(
-            client_update, (round_at_clients, weights, client_data)
-        )
+    def next_fn(state, weights, client_data):
+        if hooks.counts_rounds:
+            arguments = (tff.federated_broadcast(state), weights, client_data)
+            state = tff.federated_map(tff.tensorflow.computation(lambda r: r + 1, tf.int32), state)
+        else:
+            arguments = (weights, client_data)
+        results, model_outputs, communication, nonfinite = tff.federated_map(client_update, arguments)
         measurements = tff.federated_zip(
             collections.OrderedDict(
                 train=metrics_aggregation_fn(model_outputs),
@@ -171,8 +164,7 @@ def build_masked_client_work(
                 nonfinite_clients=tff.federated_sum(nonfinite),
             )
         )
-        next_round = tff.federated_map(tff.tensorflow.computation(lambda r: r + 1, tf.int32), round_num)
-        return tff.templates.MeasuredProcessOutput(next_round, results, measurements)
+        return tff.templates.MeasuredProcessOutput(state, results, measurements)
 
     return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
 

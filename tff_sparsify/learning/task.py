@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import export, models
+from tff_sparsify import compat, export, models
 
 
 def _default_metrics() -> list[tf.keras.metrics.Metric]:
@@ -110,7 +110,7 @@ class ModelTask:
         return export.strip_to_sparse_keras(wrapped)
 
     def tff_model(self, keras_model: tf.keras.Model | None = None) -> tff.learning.models.VariableModel:
-        return tff.learning.models.from_keras_model(
+        return compat.from_keras_model(
             keras_model or self.wrapped_keras_model(),
             input_spec=self.input_spec,
             loss=self.loss_fn(),

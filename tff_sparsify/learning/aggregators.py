@@ -14,17 +14,11 @@ kept iff v >= quorum and then gets
 A dropped position is exactly 0. Clients of weight 0 (no examples, or an update the client work
 left out as non-finite) neither vote nor count in K.
 
-`MajorityVoteFactory.create(value_type, weight_type)` picks one of two modes from `value_type`:
-
-- explicit masks: a struct with the fields `weights` and `masks`, two structures of float tensors of
-  the same shapes, and optionally `statistics` (values that are neither voted nor masked: the
-  BatchNorm moving statistics, merged into their example-weighted mean sum_i n_i s_i / sum_i n_i).
-  The result has the same type: the merged weights, the voted mask (1.0 kept, 0.0 dropped) and the
-  merged statistics.
-- derived masks: any other structure of float tensors. A client's mask is `value != 0` (its zeros
-  are its pruned positions) and the result has the value's type, so the factory can be the
-  `model_aggregator` of `tff.learning.algorithms.build_weighted_fed_avg`. There the values are
-  model updates, so a dropped position leaves the global weight unchanged rather than zeroing it.
+`MajorityVoteFactory.create(value_type, weight_type)` takes a struct with the fields `weights` and
+`masks`, two structures of float tensors of the same shapes, and optionally `statistics` (values that
+are neither voted nor masked: the BatchNorm moving statistics, merged into their example-weighted
+mean sum_i n_i s_i / sum_i n_i). The result has the same type: the merged weights, the voted mask
+(1.0 kept, 0.0 dropped) and the merged statistics.
 
 Measurements, an OrderedDict at SERVER, over all positions of all tensors (masks of ones included):
 `kept_fraction` (fraction kept by the vote), `mean_client_sparsity` (mean over clients of the
@@ -59,18 +53,14 @@ class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
 
     def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
         """An `AggregationProcess` (empty state) merging `value_type`s weighted by `weight_type`."""
-        explicit = _has_explicit_masks(value_type)
-        with_statistics = explicit and STATISTICS_FIELD in tff.structure.name_list(value_type)
-        _check_types(value_type, explicit, weight_type)
+        _check_types(value_type, weight_type)
+        with_statistics = STATISTICS_FIELD in tff.structure.name_list(value_type)
         keepers = self._average_over == "keepers"
         quorum = self._quorum
 
         @tff.tensorflow.computation(value_type, weight_type)
         def client_sums(value, weight):
-            if explicit:
-                weights, masks = _flatten(value["weights"]), _flatten(value["masks"])
-            else:
-                weights = masks = _flatten(value)
+            weights, masks = _flatten(value["weights"]), _flatten(value["masks"])
             sums = _client_sums(weights, [tf.not_equal(m, 0) for m in masks], weight, keepers)
             if with_statistics:
                 sums[STATISTICS_FIELD] = [s * tf.cast(weight, s.dtype) for s in _flatten(value[STATISTICS_FIELD])]
@@ -79,14 +69,11 @@ class MajorityVoteFactory(tff.aggregators.WeightedAggregationFactory):
         @tff.tensorflow.computation(client_sums.type_signature.result)
         def merge(sums):
             merged, keeps = _merge(sums, quorum, keepers)
-            flat = merged
-            if explicit:
-                mask_types = tff.structure.flatten(value_type.masks)
-                masks = [tf.cast(k, t.dtype) for k, t in zip(keeps, mask_types)]
-                fields = {"weights": merged, "masks": masks}
-                if with_statistics:
-                    fields[STATISTICS_FIELD] = [s / tf.cast(sums["weight"], s.dtype) for s in sums[STATISTICS_FIELD]]
-                flat = [t for name in tff.structure.name_list(value_type) for t in fields[name]]
+            mask_types = tff.structure.flatten(value_type.masks)
+            fields = {"weights": merged, "masks": [tf.cast(k, t.dtype) for k, t in zip(keeps, mask_types)]}
+            if with_statistics:
+                fields[STATISTICS_FIELD] = [s / tf.cast(sums["weight"], s.dtype) for s in sums[STATISTICS_FIELD]]
+            flat = [t for name in tff.structure.name_list(value_type) for t in fields[name]]
             return collections.OrderedDict(
                 result=_pack(value_type, flat),
                 measurements=_measurements(sums["votes"], keeps, sums["num_clients"]),
@@ -185,24 +172,19 @@ def _masked(keep, tensor):
     return tf.where(keep, tensor, tf.zeros_like(tensor))
 
 
-def _has_explicit_masks(value_type) -> bool:
-    """Whether `value_type` is a struct with the fields `weights` and `masks` (and, optionally,
-    `statistics`), and no others."""
-    if not isinstance(value_type, tff.types.StructType):
-        return False
-    names = set(tff.structure.name_list(value_type))
-    return names in (set(EXPLICIT_FIELDS), {*EXPLICIT_FIELDS, STATISTICS_FIELD})
-
-
-def _check_types(value_type, explicit: bool, weight_type) -> None:
-    """Raises `TypeError` unless values are float tensors (masks matching) and weights scalars."""
+def _check_types(value_type, weight_type) -> None:
+    """Raises `TypeError` unless values are a struct of `weights` and `masks` (and, optionally,
+    `statistics`) of float tensors, masks matching weights, and weights are scalars."""
+    names = set(tff.structure.name_list(value_type)) if isinstance(value_type, tff.types.StructType) else set()
+    if names not in (set(EXPLICIT_FIELDS), {*EXPLICIT_FIELDS, STATISTICS_FIELD}):
+        raise TypeError(f"value_type must be a struct of {EXPLICIT_FIELDS} (and optionally "
+                        f"{STATISTICS_FIELD!r}), got {value_type}")
     if not tff.types.is_structure_of_floats(value_type):
         raise TypeError(f"value_type must be a structure of float tensors, got {value_type}")
-    if explicit:
-        weight_shapes = [t.shape for t in tff.structure.flatten(value_type.weights)]
-        mask_shapes = [t.shape for t in tff.structure.flatten(value_type.masks)]
-        if weight_shapes != mask_shapes:
-            raise TypeError(f"masks must match weights one-to-one in shape, got {value_type}")
+    weight_shapes = [t.shape for t in tff.structure.flatten(value_type.weights)]
+    mask_shapes = [t.shape for t in tff.structure.flatten(value_type.masks)]
+    if weight_shapes != mask_shapes:
+        raise TypeError(f"masks must match weights one-to-one in shape, got {value_type}")
     if not isinstance(weight_type, tff.types.TensorType) or weight_type.shape != ():
         raise TypeError(f"weight_type must be a scalar tensor type, got {weight_type}")
 
