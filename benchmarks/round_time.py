@@ -28,6 +28,7 @@ import tensorflow_federated as tff
 
 import tff_sparsify as ts
 from tff_sparsify import compat, learning, models, schedules, worker_data
+from tff_sparsify.algorithms import fedavg, fedsparsify_global
 
 FASHION_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion_mnist.npz")
 
@@ -98,6 +99,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--clients", type=int, default=10)
     args = parser.parse_args()
+    compat.configure_tff_runtime()  # As `experiment.run` sets TFF up: one computation per core.
 
     if os.path.exists(FASHION_MNIST):
         dataset, scheme = ts.load_dataset("fashion_mnist", path=FASHION_MNIST), "label_skew"
@@ -117,18 +119,18 @@ def main():
 
         return tff.learning.algorithms.build_weighted_fed_avg(model_fn, client_optimizer_fn=sgd())
 
-    fedsparsify_global = lambda: learning.build_fedsparsify_global(  # noqa: E731
+    global_process = lambda: fedsparsify_global.build(  # noqa: E731
         task, schedules.SparsitySchedule(0.9, args.warmup + args.rounds), client_optimizer=sgd()
     )
     client_files = worker_data.WorkerClientData(federated)
     sources = client_files.sources(range(args.clients), round_num=0)
     candidates = {
         "stock FedAvg (plain Keras model)": (stock_fed_avg(plain_fn), client_datasets),
-        "FedSparsify-Global, Python datasets": (fedsparsify_global(), client_datasets),
+        "FedSparsify-Global, Python datasets": (global_process(), client_datasets),
         "tff_sparsify FedAvg, worker datasets": (
-            client_files.compose(learning.build_fed_avg(task, client_optimizer=sgd()), args.epochs), sources
+            client_files.compose(fedavg.build(task, client_optimizer=sgd()), args.epochs), sources
         ),
-        "FedSparsify-Global, worker datasets": (client_files.compose(fedsparsify_global(), args.epochs), sources),
+        "FedSparsify-Global, worker datasets": (client_files.compose(global_process(), args.epochs), sources),
     }
     # Built last: Keras invalidates models made before TFF traces its own in a graph.
     candidates["plain tf.function loop (plain model)"] = (

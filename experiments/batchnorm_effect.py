@@ -52,7 +52,7 @@ RUNS = {  # name: (config fields, statistics federated)
 def run_all(data_path: str, runs_dir: str) -> dict[str, dict]:
     results = {}
     for name, (fields, federated) in RUNS.items():
-        config = experiment.ExperimentConfig(data_path=data_path, **PROTOCOL, **fields)
+        config = experiment.ExperimentConfig.from_dict(dict(data_path=data_path, **PROTOCOL, **fields))
         output_dir = os.path.join(runs_dir, name)
         print(f"{name}: statistics {'federated' if federated else 'not federated'}", flush=True)
         if federated:

@@ -1,4 +1,5 @@
-"""Shared test set-up: quiet TensorFlow logs, and free TFF's worker process after the session."""
+"""Shared test set-up: quiet TensorFlow logs, TFF's runtime as the runner sets it up, and TFF's worker
+process freed after the session."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,11 +16,13 @@ SHARED_FASHION_MNIST = (
 
 
 @pytest.fixture(scope="session", autouse=True)
-def release_tff_runtime():
-    """Stops TFF's `worker_binary` when the session ends (it would otherwise outlive pytest)."""
-    yield
+def tff_runtime():
+    """TFF's runtime as `experiment.run` sets it up (tff_sparsify's import leaves TFF alone), for the
+    tests that drive processes directly; its `worker_binary` is stopped when the session ends."""
     from tff_sparsify import compat
 
+    compat.configure_tff_runtime()
+    yield
     compat.release_tff_runtime()
 
 
@@ -85,7 +88,7 @@ def resumed_run(tmp_path_factory):
     """A tiny run interrupted after 2 of its 3 rounds, then resumed: (dir, first, second, rows_seen)."""
     from tff_sparsify import experiment
 
-    config = experiment.ExperimentConfig(**TINY_CONFIG)
+    config = experiment.ExperimentConfig.from_dict(TINY_CONFIG)
     output_dir = str(tmp_path_factory.mktemp("run"))
     first = experiment.run(config, output_dir, stop_after=2, progress=False)
     rows_seen = []

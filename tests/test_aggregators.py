@@ -3,10 +3,9 @@ import collections
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify.aggregators import MajorityVoteFactory
+from tff_sparsify.learning import MajorityVoteFactory
 
 KERNEL, BIAS = 4, 2
 EXPLICIT_TYPE = tff.types.to_type(
@@ -14,10 +13,6 @@ EXPLICIT_TYPE = tff.types.to_type(
         weights=[(np.float32, [KERNEL]), (np.float32, [BIAS])],
         masks=[(np.float32, [KERNEL]), (np.float32, [BIAS])],
     )
-)
-# Insertion order differs from sorted key order, which the factory must not apply.
-DERIVED_TYPE = tff.types.to_type(
-    collections.OrderedDict(kernel=(np.float32, [2, 2]), bias=(np.float32, [2]))
 )
 COUNT_TYPE = tff.types.TensorType(np.float32)
 
@@ -39,11 +34,6 @@ def strict_process():
 @pytest.fixture(scope="module")
 def keepers_process():
     return explicit_process(average_over="keepers")
-
-
-@pytest.fixture(scope="module")
-def derived_process():
-    return MajorityVoteFactory().create(DERIVED_TYPE, COUNT_TYPE)
 
 
 def client(kernel, kernel_mask, bias):
@@ -147,23 +137,9 @@ def test_model_deltas_merge_like_weights(paper_process, keepers_process):
         np.testing.assert_array_equal((initial - result["weights"][0]) * result["masks"][0], merged)
 
 
-def test_derived_masks_treat_zeros_as_pruned(derived_process):
-    clients = [
-        collections.OrderedDict(kernel=np.float32([[1, 0], [2, 0]]), bias=np.float32([1, 1])),
-        collections.OrderedDict(kernel=np.float32([[3, 0], [0, 4]]), bias=np.float32([1, 0])),
-        collections.OrderedDict(kernel=np.float32([[1, 2], [2, 0]]), bias=np.float32([0, 0])),
-    ]
-    output = run(derived_process, clients, [1.0, 1.0, 2.0])
-    assert list(output.result) == ["kernel", "bias"]
-    np.testing.assert_array_equal(output.result["kernel"], [[1.5, 0], [1.5, 0]])
-    np.testing.assert_array_equal(output.result["bias"], [0.5, 0])
-    assert output.measurements["kept_fraction"] == pytest.approx(3 / 6)
-
-
-def test_result_type_is_value_type(paper_process, derived_process):
-    for process, value_type in [(paper_process, EXPLICIT_TYPE), (derived_process, DERIVED_TYPE)]:
-        assert process.next.type_signature.result.result.member == value_type
-        assert process.is_weighted
+def test_result_type_is_value_type(paper_process):
+    assert paper_process.next.type_signature.result.result.member == EXPLICIT_TYPE
+    assert paper_process.is_weighted
 
 
 @pytest.mark.parametrize("quorum", [0, -0.5, 1.01])
@@ -185,38 +161,9 @@ def test_masks_must_match_weights():
         MajorityVoteFactory().create(value_type, COUNT_TYPE)
 
 
-def test_values_must_be_floats():
+def test_values_must_be_weights_and_masks_of_floats():
+    with pytest.raises(TypeError, match="struct of"):
+        MajorityVoteFactory().create(tff.types.TensorType(np.float32, [3]), COUNT_TYPE)
+    value_type = tff.types.to_type(collections.OrderedDict(weights=[(np.int32, [3])], masks=[(np.int32, [3])]))
     with pytest.raises(TypeError, match="float tensors"):
-        MajorityVoteFactory().create(tff.types.TensorType(np.int32, [3]), COUNT_TYPE)
-
-
-def test_plugs_into_weighted_fed_avg():
-    def model_fn():
-        keras_model = tf.keras.Sequential([tf.keras.layers.Input([2]), tf.keras.layers.Dense(2)])
-        return tff.learning.models.from_keras_model(
-            keras_model,
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            input_spec=collections.OrderedDict(
-                x=tf.TensorSpec([None, 2], tf.float32), y=tf.TensorSpec([None], tf.int32)
-            ),
-        )
-
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
-        model_aggregator=MajorityVoteFactory(),
-    )
-    datasets = [
-        tf.data.Dataset.from_tensor_slices(
-            collections.OrderedDict(
-                x=np.float32([[1, 2], [3, -1], [0.5, 1]]) * scale, y=np.int32([0, 1, 1])
-            )
-        ).batch(2)
-        for scale in (1.0, 2.0, -1.0)
-    ]
-    output = process.next(process.initialize(), datasets)
-    votes = output.metrics["aggregator"]
-    assert votes["num_clients"] == 3
-    assert votes["vote_histogram"].sum() == 2 * 2 + 2
-    # Every client moves every weight, so no position is dropped.
-    assert votes["kept_fraction"] == 1.0
+        MajorityVoteFactory().create(value_type, COUNT_TYPE)

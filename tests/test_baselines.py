@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tff_sparsify import learning, models, pruning, schedules
+from tff_sparsify.algorithms import fedavg, fedprox, oneshot, random_pruning, snip_grasp
 
 ROUNDS = 3
 SCHEDULE = schedules.SparsitySchedule(final_sparsity=0.8, total_rounds=ROUNDS)
@@ -31,7 +32,7 @@ def kernel_masks(task, weights):
 
 
 def test_one_shot_with_fine_tuning_is_dense_until_its_prune_round_then_exactly_s_f(task, federated):
-    history = run(learning.build_one_shot(task, 0.8, ROUNDS, fine_tune_rounds=1), federated)
+    history = run(oneshot.build(task, 0.8, ROUNDS, fine_tune_rounds=1), federated)
     masks = [kernel_masks(task, w) for w in history]
     assert np.all(masks[0] == 1)  # Round 1: dense.
     assert np.sum(masks[1] == 0) == math.floor(0.8 * masks[1].size + 0.5)  # Round 2 = T - 1: pruned.
@@ -41,7 +42,7 @@ def test_one_shot_with_fine_tuning_is_dense_until_its_prune_round_then_exactly_s
 
 
 def test_random_pruned_sets_are_nested_and_seed_determined(task, federated):
-    history = run(learning.build_random(task, SCHEDULE, seed=7), federated)
+    history = run(random_pruning.build(task, SCHEDULE, seed=7), federated)
     masks = [kernel_masks(task, w) for w in history]
     for before, after in zip(masks, masks[1:]):
         assert np.all(after[before == 0] == 0)
@@ -62,18 +63,18 @@ def seeded_initial_weights(task):
 
 @pytest.fixture(scope="module")
 def fed_prox_mu_zero(task, federated, seeded_initial_weights):
-    return run(learning.build_fed_prox(task, 0.0), federated, 1, seeded_initial_weights)[-1]
+    return run(fedprox.build(task, 0.0), federated, 1, seeded_initial_weights)[-1]
 
 
 def test_fed_prox_with_mu_zero_matches_fed_avg(task, federated, seeded_initial_weights, fed_prox_mu_zero):
-    avg = run(learning.build_fed_avg(task), federated, 1, seeded_initial_weights)[-1]
+    avg = run(fedavg.build(task), federated, 1, seeded_initial_weights)[-1]
     for a, b in zip(fed_prox_mu_zero.trainable, avg.trainable):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_fed_prox_pulls_clients_toward_the_global_model(task, federated, seeded_initial_weights, fed_prox_mu_zero):
     start = flat(seeded_initial_weights.trainable)
-    strong = run(learning.build_fed_prox(task, 10.0), federated, 1, seeded_initial_weights)[-1]
+    strong = run(fedprox.build(task, 10.0), federated, 1, seeded_initial_weights)[-1]
     moved_free = np.linalg.norm(flat(fed_prox_mu_zero.trainable) - start)
     assert np.linalg.norm(flat(strong.trainable) - start) < 0.7 * moved_free
 
@@ -86,7 +87,7 @@ def test_fixed_mask_never_changes(task, federated, seeded_initial_weights):
         trainable=list(seeded_initial_weights.trainable),
         non_trainable=task.layout.replace_masks(list(seeded_initial_weights.non_trainable), masks),
     )
-    process = learning.build_fixed_mask(task, weights)
+    process = snip_grasp.build(task, weights)
     initial = process.get_model_weights(process.initialize())
     np.testing.assert_array_equal(flat(task.layout.kernels(initial.trainable)) == 0, flat(masks) == 0)
     for trained in run(process, federated, 2):
@@ -109,4 +110,4 @@ def test_one_shot_schedule_rejects_bad_arguments(kwargs, match):
 
 def test_fed_prox_rejects_negative_mu(task):
     with pytest.raises(ValueError, match="proximal_strength"):
-        learning.build_fed_prox(task, -1.0)
+        fedprox.build(task, -1.0)

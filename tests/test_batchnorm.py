@@ -8,15 +8,16 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import experiment, export, learning, models, schedules
-from tff_sparsify.aggregators import MajorityVoteFactory
+from tff_sparsify.learning import MajorityVoteFactory
+from tff_sparsify.algorithms import fedavg, fedprox, fedsparsify_global, fedsparsify_local, random_pruning
 
 SCHEDULE = schedules.SparsitySchedule(final_sparsity=0.5, total_rounds=2)
 BUILDERS = {
-    "fedavg": lambda task: learning.build_fed_avg(task),
-    "fedprox": lambda task: learning.build_fed_prox(task, 0.001),
-    "fedsparsify_global": lambda task: learning.build_fedsparsify_global(task, SCHEDULE),
-    "fedsparsify_local": lambda task: learning.build_fedsparsify_local(task, SCHEDULE),
-    "random": lambda task: learning.build_random(task, SCHEDULE),
+    "fedavg": lambda task: fedavg.build(task),
+    "fedprox": lambda task: fedprox.build(task, 0.001),
+    "fedsparsify_global": lambda task: fedsparsify_global.build(task, SCHEDULE),
+    "fedsparsify_local": lambda task: fedsparsify_local.build(task, SCHEDULE),
+    "random": lambda task: random_pruning.build(task, SCHEDULE),
 }
 
 

@@ -1,4 +1,5 @@
-"""TFF runtime set-up: one client computation per CPU core, and a worker that is freed on demand."""
+"""TFF runtime set-up, done explicitly: one client computation per CPU core, and a worker that is freed
+on demand; importing the library changes neither TFF's context nor the process's logging."""
 import os
 import subprocess
 import sys
@@ -33,14 +34,21 @@ def test_the_runtime_runs_one_computation_per_core_and_is_released():
     assert _workers() == []
 
 
-def test_importing_tff_sparsify_learning_sets_one_computation_per_core():
+def test_importing_leaves_tff_alone_and_configure_runtime_sets_one_computation_per_core():
     script = (
-        "import psutil, tensorflow as tf, tensorflow_federated as tff, tff_sparsify.learning\n"
+        "import os, psutil, tensorflow as tf, tensorflow_federated as tff\n"
+        "before, logs = tff.framework.get_context_stack().current, dict(os.environ)\n"
+        "import tff_sparsify as ts, tff_sparsify.experiment, tff_sparsify.algorithms\n"
+        "print(tff.framework.get_context_stack().current is before, dict(os.environ) == logs)\n"
+        "ts.configure_runtime()\n"
         "assert int(tff.tensorflow.computation(lambda: tf.constant(1))()) == 1\n"
         "print(*[a for p in psutil.Process().children(recursive=True) for a in p.cmdline() if 'concurrent' in a])\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
-    assert result.stdout.split() == [f"--max_concurrent_computation_calls={len(os.sched_getaffinity(0))}"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            check=True, env=env)
+    assert result.stdout.split() == ["True", "True",
+                                     f"--max_concurrent_computation_calls={len(os.sched_getaffinity(0))}"]
 
 
 def test_the_package_and_its_command_line_answer_a_usage_error_without_tensorflow():
@@ -59,8 +67,8 @@ def test_the_package_and_its_command_line_answer_a_usage_error_without_tensorflo
     assert "--seed must be an integer in [0, 2**32 - 1], got -1" in result.stderr
 
 
-def test_importing_the_library_prints_nothing_on_a_cpu_machine():
+def test_the_command_line_prints_no_tensorflow_cpu_noise():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run([sys.executable, "-c", "import tff_sparsify.experiment"], capture_output=True,
-                            text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", "import tff_sparsify.cli, tff_sparsify.experiment"],
+                            capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0 and "Unable to register" not in result.stderr, result.stderr

@@ -15,7 +15,7 @@ from tff_sparsify import cli, experiment
 
 from conftest import TINY_CONFIG
 
-TINY = experiment.ExperimentConfig(**TINY_CONFIG)
+TINY = experiment.ExperimentConfig.from_dict(TINY_CONFIG)
 
 
 def test_interrupted_run_resumes_from_its_last_round(resumed_run):
@@ -28,7 +28,7 @@ def test_interrupted_run_resumes_from_its_last_round(resumed_run):
     with open(f"{output_dir}/history.csv") as f:
         assert [int(r["round"]) for r in csv.DictReader(f)] == [1, 2, 3]
     # The resumed round continued from the checkpointed (sparser) model.
-    assert [r["target_sparsity"] for r in history] == pytest.approx([TINY.schedule()(t) for t in (1, 2, 3)])
+    assert [r["target_sparsity"] for r in history] == pytest.approx([TINY.options.schedule(TINY.rounds)(t) for t in (1, 2, 3)])
     assert history[-1]["sparsity"] == pytest.approx(0.8, abs=1e-4)
     assert 0.0 <= second["final_test_accuracy"] <= 1.0
     assert second["mean_test_accuracy_last_10"] == pytest.approx(np.mean([r["test_accuracy"] for r in history]))
@@ -45,7 +45,7 @@ def test_final_model_is_stripped_and_exactly_sparse(resumed_run):
 def test_other_config_in_same_directory_is_refused(resumed_run):
     output_dir, *_ = resumed_run
     with pytest.raises(ValueError, match="different config.*final_sparsity"):
-        experiment.run(experiment.ExperimentConfig(**{**TINY.to_dict(), "final_sparsity": 0.5}), output_dir)
+        experiment.run(experiment.ExperimentConfig.from_dict({**TINY.to_dict(), "final_sparsity": 0.5}), output_dir)
 
 
 def test_a_data_path_spelled_otherwise_resumes_but_another_file_is_refused(tmp_path, monkeypatch):
@@ -106,10 +106,10 @@ def test_partial_participation_samples_seeded_subsets():
         (["table", "no_such_run"], "RUN_DIRS 'no_such_run': no such directory"),
         (["table", ".", "--runtime", "bogus"], "argument --runtime: invalid choice: 'bogus'"),
         (["run", "--rounds", "3", "--bogus"], "unrecognized arguments: --bogus"),
-        (["compare", "--algorithms", "fedsparsify_local,fedavg", "--quorum", "0.7"],
-         "--quorum applies to fedsparsify_local only, got 0.7 with algorithm 'fedavg'"),
+        (["compare", "--algorithms", "fedavg,fedprox", "--quorum", "0.7"],
+         "--quorum applies to fedsparsify_local only, none of --algorithms fedavg,fedprox"),
         (["grid", "list", "--override", "quorum=0.7", "fashion_mnist_noniid2/fedavg"],
-         "--override quorum=...: quorum applies to fedsparsify_local only"),
+         "--override quorum=...: quorum applies to fedsparsify_local only, none of the selected cells"),
         (["bench", "."], "TFLITE '.': a directory"),
     ],
 )
@@ -156,8 +156,9 @@ def test_argument_errors_answer_before_tensorflow_loads():
 
 
 def test_compare_takes_each_algorithms_own_options():
-    args = cli._parser().parse_args(["compare", "--algorithms", "fedsparsify_local", "--quorum", "0.7"])
-    assert cli._config(args, algorithm="fedsparsify_local").quorum == 0.7
+    args = cli._parser().parse_args(["compare", "--algorithms", "fedsparsify_local,fedavg", "--quorum", "0.7"])
+    assert cli._config(args, algorithm="fedsparsify_local").options.quorum == 0.7
+    assert not hasattr(cli._config(args, algorithm="fedavg").options, "quorum")
 
 
 def test_grid_cell_patterns_may_follow_options(tmp_path, capsys):
@@ -248,7 +249,7 @@ def test_same_config_same_results(resumed_run, tmp_path):
 
 
 def test_snip_run_trains_within_its_initial_mask(tmp_path):
-    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "algorithm": "snip", "rounds": 2})
+    config = experiment.ExperimentConfig.from_dict({**TINY_CONFIG, "algorithm": "snip", "rounds": 2})
     experiment.run(config, str(tmp_path), progress=False)
     with open(tmp_path / "history.json") as f:
         history = json.load(f)
@@ -259,8 +260,8 @@ def test_snip_run_trains_within_its_initial_mask(tmp_path):
 
 
 def test_oneshot_finetune_needs_rounds_to_fine_tune():
-    with pytest.raises(ValueError, match=r"fine_tune_rounds must be in \[1, 2\]"):
-        experiment.ExperimentConfig(algorithm="oneshot_finetune", rounds=3, fine_tune_rounds=3)
+    with pytest.raises(ValueError, match=r"fine_tune_rounds must be an integer in \[1, 2\]"):
+        experiment.ExperimentConfig(algorithm="oneshot_finetune", rounds=3, options={"fine_tune_rounds": 3})
 
 
 def test_finished_run_is_not_rerun(resumed_run):
@@ -282,15 +283,17 @@ def test_config_of_an_older_version_still_resumes(resumed_run, tmp_path):
     output_dir, *_ = resumed_run
     with open(os.path.join(output_dir, "config.json")) as f:
         saved = json.load(f)
-    del saved["saliency_batches"]  # A field added after the run started: its default applies.
-    saved.update(classes_per_client=2, alpha=0.5, quorum=0.7)  # Ignored by an iid FedSparsify-Global run,
-    (tmp_path / "config.json").write_text(json.dumps(saved))  # saved before such values were refused.
+    del saved["train_examples_per_class"]  # A field added after the run started: its default applies.
+    saved.update(classes_per_client=2, alpha=0.5)  # Ignored by an iid run, saved before they were refused.
+    saved.update(quorum=0.5, readjust_every=50, saliency_batches=None)  # Older versions saved every option.
+    (tmp_path / "config.json").write_text(json.dumps(saved))
     (tmp_path / "summary.json").write_text(json.dumps({"completed": True, "marker": 1}))
     assert experiment.run(TINY, str(tmp_path), progress=False)["marker"] == 1
 
 
 def test_dense_fedavg_counts_two_models_per_client_every_round(tmp_path):
-    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "algorithm": "fedavg", "rounds": 2})
+    fields = {k: v for k, v in TINY_CONFIG.items() if k != "final_sparsity"}
+    config = experiment.ExperimentConfig.from_dict({**fields, "algorithm": "fedavg", "rounds": 2})
     summary = experiment.run(config, str(tmp_path), progress=False)
     with open(tmp_path / "history.json") as f:
         history = json.load(f)
@@ -328,3 +331,17 @@ def test_ctrl_c_prints_one_line_saying_how_to_resume(monkeypatch, capsys):
     assert cli.main(["run"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["tff-sparsify: interrupted; run the same command again to resume after the last completed round"]
+
+
+def test_a_checkpoint_of_the_version_with_two_round_counters_resumes():
+    # That version's client work and finalizer both counted rounds: one int32 scalar more, either
+    # where the client work's state is (now stateless) or at the finalizer's end (now counterless).
+    w, b, lr = np.ones((2, 2), np.float32), np.zeros(2, np.float32), np.asarray(1.0, np.float32)
+    counter = np.asarray(7, np.int32)
+    old = [w, b, np.asarray(7, np.int32), lr, np.asarray(7, np.int32)]
+    global_state = [w, b, lr, counter]  # Server pruning: the finalizer counts.
+    assert [id(a) for a in experiment._without_retired_counters(old, global_state, "c")] == [id(a) for a in [*old[:2], *old[3:]]]
+    local_state = [w, b, counter, lr]  # Client pruning: the client work counts.
+    assert [id(a) for a in experiment._without_retired_counters(old, local_state, "c")] == [id(a) for a in old[:4]]
+    with pytest.raises(ValueError, match="another process state"):
+        experiment._without_retired_counters([w, w, lr], global_state, "c")

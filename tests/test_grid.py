@@ -48,7 +48,7 @@ def test_data_paths_and_overrides_apply_to_every_cell():
         grid.paper_grid(final_sparsity=0.5)
     # Only selected cells are validated; a bad one names its cell.
     assert grid.select(cells, ["cifar10_iid/snip_0.9"])["cifar10_iid/snip_0.9"].rounds == 3
-    with pytest.raises(ValueError, match=r"fine_tune_rounds must be in \[1, 2\].*\(cell cifar10_iid/oneshot_finetune_0.8\)"):
+    with pytest.raises(ValueError, match=r"fine_tune_rounds must be an integer in \[1, 2\].*\(cell cifar10_iid/oneshot_finetune_0.8\)"):
         grid.select(cells, ["cifar10_iid/oneshot_finetune_0.8"])
 
 

@@ -7,6 +7,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify import learning, models, optimizers, schedules
 from tff_sparsify.learning.client_work import build_masked_client_work
+from tff_sparsify.algorithms import fedavg, fedsparsify_global, fedsparsify_local
 
 ROUNDS = 3
 SCHEDULE = schedules.SparsitySchedule(final_sparsity=0.8, total_rounds=ROUNDS)
@@ -29,7 +30,7 @@ def kernels_and_masks(task, weights):
 
 @pytest.fixture(scope="module")
 def global_history(task, federated):
-    return run(learning.build_fedsparsify_global(task, SCHEDULE), federated)
+    return run(fedsparsify_global.build(task, SCHEDULE), federated)
 
 
 def test_global_reaches_each_rounds_target_exactly(task, global_history):
@@ -76,8 +77,9 @@ def test_clients_train_only_unpruned_weights(task, federated, optimizer_fn):
 
 
 def test_local_masks_follow_the_majority_vote(task, federated):
-    process = learning.build_fedsparsify_local(task, SCHEDULE)
-    client_work = build_masked_client_work(task, tff.learning.optimizers.build_sgdm(0.02), SCHEDULE)
+    process = fedsparsify_local.build(task, SCHEDULE)
+    hooks = learning.ClientHooks(after_training=learning.LocalPruning(SCHEDULE))
+    client_work = build_masked_client_work(task, tff.learning.optimizers.build_sgdm(0.02), hooks)
     state = process.initialize()
     state = process.next(state, federated.client_datasets(round_num=0)).state
     # Replay round 2's client work alone from the same model, then vote by hand (paper eq. 2).
@@ -99,7 +101,7 @@ def test_local_masks_follow_the_majority_vote(task, federated):
 
 
 def test_fed_avg_leaves_the_model_dense(task, federated):
-    history = run(learning.build_fed_avg(task), federated, rounds=2)
+    history = run(fedavg.build(task), federated, rounds=2)
     for weights, metrics in history:
         kernels, masks = kernels_and_masks(task, weights)
         assert np.all(masks == 1) and np.all(kernels != 0)
@@ -107,7 +109,7 @@ def test_fed_avg_leaves_the_model_dense(task, federated):
 
 
 def test_global_block_pruning_zeroes_whole_blocks_at_the_target(task, federated):
-    history = run(learning.build_fedsparsify_global(task, SCHEDULE, block_size=(1, 4)), federated, rounds=2)
+    history = run(fedsparsify_global.build(task, SCHEDULE, block_size=(1, 4)), federated, rounds=2)
     weights, metrics = history[-1]
     kernels = task.layout.kernels(weights.trainable)
     total = sum(k.size for k in kernels)

@@ -33,9 +33,12 @@ def test_rejects_bad_hyperparameters(kwargs, match):
 
 
 def test_experiment_configs_choose_the_clients_sgd():
-    from tff_sparsify import experiment
+    from tff_sparsify import algorithms, experiment
 
-    nesterov = experiment.client_optimizer(experiment.ExperimentConfig(client_momentum=0.9, client_nesterov=True))
+    def client_optimizer(**fields):
+        return algorithms.Setup(experiment.ExperimentConfig(**fields), None, None).optimizers()["client_optimizer"]
+
+    nesterov = client_optimizer(client_momentum=0.9, client_nesterov=True)
     state = nesterov.initialize((tf.TensorSpec([1], tf.float32),))
     assert isinstance(nesterov, optimizers._NesterovSGD) and nesterov.get_hparams(state)["momentum"] == 0.9
-    assert not isinstance(experiment.client_optimizer(experiment.ExperimentConfig(client_momentum=0.9)), optimizers._NesterovSGD)
+    assert not isinstance(client_optimizer(client_momentum=0.9), optimizers._NesterovSGD)

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import experiment, learning, models, pruning, saliency
+from tff_sparsify import algorithms, experiment, learning, models, pruning, saliency
 from tff_sparsify.learning import finalizers
+from tff_sparsify.algorithms import prunefl
 
 from conftest import TINY_CONFIG
 
@@ -36,7 +37,7 @@ def masked_initial_weights(task):
 
 
 def test_masks_change_only_at_readjustments_to_exactly_s_f_and_can_regrow(task, federated, masked_initial_weights):
-    process = learning.build_prune_fl(task, masked_initial_weights, SPARSITY, readjust_every=2)
+    process = prunefl.build(task, masked_initial_weights, SPARSITY, readjust_every=2)
     history = run(process, federated, 4, masked_initial_weights)
     initial = flat(task.layout.masks(masked_initial_weights.non_trainable))
     masks = [flat(task.layout.masks(w.non_trainable)) for w in history]
@@ -76,12 +77,12 @@ def test_readjustment_keeps_the_top_positions_by_squared_gradient_over_cost():
         weights=[np.zeros_like(t) for t in weights.trainable], squared_gradients=squared
     )
     costs = (1.0, 4.0)
-    readjustment = finalizers.Readjustment(sparsity=0.5, every=2, kernel_costs=costs)
+    readjustment = learning.Readjust(sparsity=0.5, every=2, kernel_costs=costs)
     process = finalizers.build_masking_finalizer(
         tff.learning.optimizers.build_sgdm(learning_rate=1.0),
         _constant_computation(weights).type_signature.result,
         _constant_computation(update).type_signature.result,
-        layout, "readjust", readjustment=readjustment,
+        layout, readjustment,
     )
     state = process.initialize()
     first = process.next(state, weights, update)  # Round 1: masks kept.
@@ -108,12 +109,14 @@ def test_kernel_costs_are_output_positions_per_weight():
 
 def test_readjust_every_must_be_at_least_one():
     with pytest.raises(ValueError, match="readjust_every"):
-        experiment.ExperimentConfig(algorithm="prunefl", readjust_every=0)
+        experiment.ExperimentConfig(algorithm="prunefl", options={"readjust_every": 0})
 
 
 def test_experiment_runs_prunefl_from_a_mask_learned_at_one_client(task, federated, tmp_path):
-    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "rounds": 2}, algorithm="prunefl", readjust_every=1)
-    initial = experiment.initial_weights(config, task, federated)
+    config = experiment.ExperimentConfig.from_dict({**TINY_CONFIG, "rounds": 2, "algorithm": "prunefl",
+                                                    "readjust_every": 1})
+    tf.keras.utils.set_random_seed(config.seed)
+    initial = algorithms.get("prunefl").initial_weights(algorithms.Setup(config, task, federated))
     masks = flat(task.layout.masks(initial.non_trainable))
     assert np.sum(masks == 0) == math.floor(SPARSITY * masks.size + 0.5)
     np.testing.assert_array_equal(flat(task.layout.kernels(initial.trainable)) == 0, masks == 0)

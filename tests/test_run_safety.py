@@ -15,10 +15,11 @@ import pytest
 import tensorflow as tf
 
 from tff_sparsify import experiment, files, learning, schedules, worker_data
+from tff_sparsify.algorithms import fedavg, fedsparsify_global, fedsparsify_local
 
 from conftest import TINY_CONFIG
 
-TINY = experiment.ExperimentConfig(**TINY_CONFIG)
+TINY = experiment.ExperimentConfig.from_dict(TINY_CONFIG)
 
 
 class Killed(BaseException):
@@ -85,9 +86,9 @@ SCHEDULE = schedules.SparsitySchedule(final_sparsity=0.5, total_rounds=2)
 @pytest.mark.parametrize(
     "build",
     [
-        learning.build_fed_avg,
-        lambda task: learning.build_fedsparsify_global(task, SCHEDULE),
-        lambda task: learning.build_fedsparsify_local(task, SCHEDULE),
+        fedavg.build,
+        lambda task: fedsparsify_global.build(task, SCHEDULE),
+        lambda task: fedsparsify_local.build(task, SCHEDULE),
     ],
     ids=["fedavg", "fedsparsify_global", "fedsparsify_local"],
 )
@@ -106,7 +107,7 @@ def test_a_non_finite_client_is_left_out_of_the_round(task, federated, build):
 
 
 def test_a_run_whose_every_client_diverges_stops_at_its_last_checkpoint(tmp_path):
-    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "client_learning_rate": 1e6})
+    config = experiment.ExperimentConfig.from_dict({**TINY_CONFIG, "client_learning_rate": 1e6})
     with pytest.raises(experiment.NonFiniteError, match="round 1: the update of every client"):
         experiment.run(config, str(tmp_path), progress=False)
     assert not (tmp_path / "summary.json").exists() and not (tmp_path / "checkpoint.npz").exists()
@@ -139,7 +140,7 @@ def test_a_folder_in_use_is_refused_before_the_data_loads(tmp_path, monkeypatch)
 
 
 def test_a_refused_run_leaves_no_folder_and_an_existing_folder_keeps_its_files(tmp_path):
-    config = experiment.ExperimentConfig(**{**TINY_CONFIG, "model": "vgg16"})  # Does not fit 8x8 digits.
+    config = experiment.ExperimentConfig.from_dict({**TINY_CONFIG, "model": "vgg16"})  # Does not fit 8x8 digits.
     with pytest.raises(ValueError, match="does not fit"):
         experiment.run(config, str(tmp_path / "new"), progress=False)
     assert not (tmp_path / "new").exists()

@@ -309,7 +309,7 @@ def fc(digits):
 @pytest.mark.parametrize("method", ["snip", "grasp"])
 def test_fc_on_one_digits_client(fc, digits, method):
     s = 0.8
-    masks_fn = saliency.MASK_FUNCTIONS[method]
+    masks_fn = getattr(saliency, f"{method}_masks")
     masks = masks_fn(fc, digits.client_dataset(0), s)
     kernels = models.prunable_weights(fc)
     assert [m.shape for m in masks] == [k.shape for k in kernels]

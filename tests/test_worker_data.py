@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tff_sparsify import data, learning, models, schedules, worker_data
+from tff_sparsify.algorithms import fedsparsify_global
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_sources_name_each_clients_file_and_round_seed(federated):
 
 def test_a_process_with_worker_datasets_trains_exactly_as_with_python_datasets(federated):
     task = learning.ModelTask(lambda: models.build_model("fc", (8, 8, 1), 10), federated.element_spec)
-    process = learning.build_fedsparsify_global(task, schedules.SparsitySchedule(0.5, 2))
+    process = fedsparsify_global.build(task, schedules.SparsitySchedule(0.5, 2))
     with worker_data.WorkerClientData(federated) as client_data:
         composed = client_data.compose(process, epochs=2)
         direct_state, worker_state = process.initialize(), composed.initialize()

@@ -233,9 +233,9 @@ def _overrides(values: list[str]) -> dict:
 def _grid(args) -> None:
     from tff_sparsify import grid  # TensorFlow-free until cells run or are summarized.
 
-    cells = grid.select(
-        grid.paper_grid(_pairs(args.data_path, "--data-path"), **_overrides(args.override)), args.cells
-    )
+    overrides = _overrides(args.override)
+    cells = grid.select(grid.paper_grid(_pairs(args.data_path, "--data-path"), **overrides), args.cells)
+    _check_options_apply(overrides, {c.algorithm for c in cells.values()}, "the selected cells")
     if args.action == "run":
         done = grid.run_cells(cells, args.runs_dir, stop_after=args.stop_after, progress=not args.quiet,
                               on_cell=lambda name, s: print(f"{name}: {s['rounds_completed']} rounds done"))
@@ -382,7 +382,8 @@ def _compare(args) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"--algorithms names an algorithm twice: {args.algorithms!r}")
     configs = [_config(args, algorithm=name) for name in names]
-    _check_options_apply(args, names)
+    _check_options_apply([k for k in _config_keys() if getattr(args, k) is not None], names,
+                         f"--algorithms {args.algorithms}")
     _check_data_path(configs[0], args)
     run_dirs = [os.path.join(_output_dir(args.output_dir), config.algorithm) for config in configs]
     for run_dir in run_dirs:
@@ -396,11 +397,13 @@ def _compare(args) -> None:
     print(f"runs, table and plots in {args.output_dir}")
 
 
-def _check_options_apply(args: argparse.Namespace, names: list[str]) -> None:
-    """Every algorithm option given to `compare` applies to one of its algorithms at least."""
-    for option, owners in algorithms.option_owners().items():
-        if getattr(args, option) is not None and not set(owners) & set(names):
-            raise ValueError(f"{option} applies to {' and '.join(owners)} only, none of --algorithms {','.join(names)}")
+def _check_options_apply(options, names, chosen: str) -> None:
+    """Every algorithm option in `options` applies to one of the algorithms `names` at least (`compare`
+    and the grid give each algorithm only the options it takes)."""
+    owners = algorithms.option_owners()
+    for option in options:
+        if option in owners and not set(owners[option]) & set(names):
+            raise ValueError(f"{option} applies to {', '.join(owners[option])} only, none of {chosen}")
 
 
 COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench, "table": _table, "grid": _grid}

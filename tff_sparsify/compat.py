@@ -22,7 +22,8 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    2-core machine, 10 clients contending for the cores made a round about 20% slower than running
    one per core. `configure_tff_runtime()` (the Python API's `tff_sparsify.configure_runtime`) sets
    TFF's default context to one computation per CPU core (the worker starts on first use);
-   `experiment.run` calls it unless the program did. Importing tff_sparsify changes nothing in TFF.
+   `experiment.run` calls it unless the program did. Importing tff_sparsify leaves TFF's context as
+   it is.
 8. TFF starts the worker with a plain `subprocess.Popen` and stops it with SIGINT followed by a
    `wait()` without timeout (when its context is collected, e.g. at exit, and when it restarts one).
    So a worker outlived a process ended by SIGTERM, SIGHUP or SIGKILL, and a process whose SIGINT
@@ -42,7 +43,8 @@ A port to newer TFF or TFMOT releases should only need to touch this module.
    then kills the worker (the command line turns them into a clean stop, `cli._signals_stop_the_command`). The worker keeps the signal dispositions it inherits, so Ctrl-C in the
    terminal of a script that started a job with `&` still stops neither the job nor its worker.
    A worker started before `configure_tff_runtime` is a plain `Popen`: TFF still stops it, but it
-   does not die with its parent.
+   does not die with its parent. Importing compat installs this (and frees the worker at exit, item
+   5), without changing TFF's context.
 9. `tff.learning.models.from_keras_model` warns that a BatchNorm model's statistics "won't be updated
    during the training", for every process built: ours federate them (`models.batch_norm_statistics`),
    so `from_keras_model` silences it where it is called.
@@ -288,12 +290,9 @@ def configure_tff_runtime(max_concurrent_calls: int | None = None) -> None:
     this process (item 8). A running `worker_binary` is stopped; the next computation starts a new
     one; at exit it is released."""
     global _configured, _max_concurrent_calls
-    _launch_tff_workers_with_this_process()
     _max_concurrent_calls = max_concurrent_calls
     _set_local_runtime(max_concurrent_calls)
     gc.collect()  # Finalizes the replaced context, which stops its worker.
-    if not _configured:
-        atexit.register(_release_tff_runtime_at_exit)
     _configured = True
 
 
@@ -311,8 +310,10 @@ def release_tff_runtime() -> None:
 
 _configured = False
 _max_concurrent_calls = None
+_launch_tff_workers_with_this_process()  # Items 5 and 8: safer workers; TFF's context is left as it is.
 
 
+@atexit.register
 def _release_tff_runtime_at_exit() -> None:
     # An execution context left for interpreter shutdown fails noisily in its __del__; leave none.
     tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())

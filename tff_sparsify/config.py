@@ -119,7 +119,7 @@ class ExperimentConfig:
         own = algorithm.option_names()
         for name in values:
             if name in owners and name not in own and not ignore_other_algorithms:
-                raise ValueError(f"{name} applies to {' and '.join(owners[name])} only, got "
+                raise ValueError(f"{name} applies to {', '.join(owners[name])} only, got "
                                  f"{values[name]!r} with algorithm {algorithm.name!r}")
         return cls(**{k: values[k] for k in common if k in values},
                    options={k: values[k] for k in own if k in values})
@@ -142,7 +142,7 @@ def _options(algorithm: algorithms.Algorithm, options) -> algorithms.Options:
     owners = algorithms.option_owners()
     for name, value in options.items():
         if name not in algorithm.option_names():
-            takers = " and ".join(owners.get(name, ())) or "no algorithm"
+            takers = ", ".join(owners.get(name, ())) or "no algorithm"
             raise ValueError(f"{name} applies to {takers} only, got {value!r} with algorithm {algorithm.name!r}")
     return algorithm.options(**options)
 

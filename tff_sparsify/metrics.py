@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import tensorflow as tf
 
@@ -152,20 +152,6 @@ class CommunicationLedger:
         self.rounds.append(cost)
         return cost
 
-    def add_round(
-        self, clients: int, broadcast_nnz: int, upload_nnz: int | Sequence[int], **kwargs: Any
-    ) -> RoundCost:
-        """Appends `RoundCost.from_counts(clients, broadcast_nnz, upload_nnz, **kwargs)`."""
-        return self.add(RoundCost.from_counts(clients, broadcast_nnz, upload_nnz, **kwargs))
-
-    @property
-    def download_params(self) -> int:
-        return sum(r.download_params for r in self.rounds)
-
-    @property
-    def upload_params(self) -> int:
-        return sum(r.upload_params for r in self.rounds)
-
     @property
     def mask_bits(self) -> int:
         return sum(r.mask_bits for r in self.rounds)
@@ -185,15 +171,6 @@ class CommunicationLedger:
         """Total encoded bytes; None if any round lacks them."""
         sizes = [r.bytes for r in self.rounds]
         return None if any(s is None for s in sizes) else sum(sizes)
-
-    def cumulative_params(self) -> list[int]:
-        """Parameters exchanged up to and including each round."""
-        return list(_running_sum(r.params for r in self.rounds))
-
-    def cumulative_mbit(self) -> list[float]:
-        """Megabits exchanged up to and including each round (the x axis of paper figure 12)."""
-        totals = zip(self.cumulative_params(), _running_sum(r.mask_bits for r in self.rounds))
-        return [_mbit(params, bits) for params, bits in totals]
 
     def ratio_to(
         self, reference: CommunicationLedger | numbers.Real, unit: str = "params"
@@ -221,33 +198,6 @@ class CommunicationLedger:
         if own == 0:
             raise ValueError(f"this ledger exchanged 0 {unit}: the ratio is undefined")
         return float(reference) / own
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable: the rounds and, for readers, the totals (ignored by `from_dict`)."""
-        return {
-            "rounds": [r.to_dict() for r in self.rounds],
-            "totals": {
-                "download_params": self.download_params,
-                "upload_params": self.upload_params,
-                "mask_bits": self.mask_bits,
-                "params": self.params,
-                "mbit": self.mbit,
-                "bytes": self.bytes,
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> CommunicationLedger:
-        """Inverse of `to_dict`."""
-        return cls([RoundCost.from_dict(r) for r in config["rounds"]])
-
-
-def _running_sum(values: Iterable[int]) -> Iterable[int]:
-    total = 0
-    for value in values:
-        total += value
-        yield total
-
 
 def dense_fedavg_cost(num_params: int, clients_per_round: int, rounds: int) -> int:
     """Parameters exchanged by dense FedAvg: 2 * clients_per_round * num_params * rounds.
@@ -304,13 +254,13 @@ def schedule_cost(
     ]
     ledger = CommunicationLedger()
     for t in range(1, schedule.total_rounds + 1):
-        ledger.add_round(
+        ledger.add(RoundCost.from_counts(
             clients_per_round,
             broadcast_nnz=num_params - zeros[t - 1],
             upload_nnz=num_params - zeros[t if upload == "end" else t - 1],
             num_prunable=num_prunable,
             masks_per_round=masks_per_round,
-        )
+        ))
     return ledger
 
 

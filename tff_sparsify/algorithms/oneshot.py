@@ -1,6 +1,7 @@
-"""OneShot pruning, the baseline of the FedSparsify paper (section 5): dense federated training, one
-global magnitude prune to s_f at the end of round T - F, then F rounds of fine-tuning within the
-mask (`oneshot`: F = 0, pruned after the last round; `oneshot_finetune`: F = `fine_tune_rounds`)."""
+"""OneShot pruning, a baseline of the FedSparsify paper (Stripelis et al., 2022, section 5): dense
+federated training, one global magnitude prune to s_f at the end of round T - F, then F rounds of
+fine-tuning within the mask (`oneshot`: F = 0, pruned after the last round; `oneshot_finetune`:
+F = `fine_tune_rounds`)."""
 from __future__ import annotations
 
 import dataclasses

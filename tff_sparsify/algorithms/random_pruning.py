@@ -1,5 +1,6 @@
-"""Random pruning, the baseline of the FedSparsify paper (section 5): FedSparsify-Global's schedule
-s(t), the positions pruned in one fixed random order (seeded) instead of by magnitude."""
+"""Random pruning, a baseline of the FedSparsify paper (Stripelis et al., 2022, section 5):
+FedSparsify-Global's schedule s(t), the positions pruned in one fixed random order (seeded) instead
+of by magnitude."""
 from __future__ import annotations
 
 import tff_sparsify as ts

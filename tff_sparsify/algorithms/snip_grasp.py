@@ -1,7 +1,7 @@
-"""Pruning at initialization, baselines of the FedSparsify paper (section 5): SNIP (Lee et al., ICLR
-2019) and GraSP (Wang et al., ICLR 2020) score the initial weights on one randomly chosen client's
-data (`saliency`), keep the best (1 - s_f) fraction, and the federation trains within these masks
-for the whole run."""
+"""Pruning at initialization, baselines of the FedSparsify paper (Stripelis et al., 2022, section 5):
+SNIP (Lee et al., ICLR 2019) and GraSP (Wang et al., ICLR 2020) score the initial weights on one
+randomly chosen client's data (`saliency`), keep the best (1 - s_f) fraction, and the federation
+trains within these masks for the whole run."""
 from __future__ import annotations
 
 import dataclasses

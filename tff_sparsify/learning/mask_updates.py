@@ -37,31 +37,37 @@ class KeepMasks:
         return masks, tf.constant(NO_TARGET, tf.float64)
 
 
+class _Scheduled:
+    """Prunes to the schedule's target s(t) of the round (`_prune` chooses which positions)."""
+
+    counts_rounds = True
+
+    def __call__(self, round_num, kernels, masks, update, layout):
+        target = targets.target_sparsity(self.schedule, round_num)
+        return self._prune(kernels, target, masks), target
+
+
 @dataclasses.dataclass(frozen=True)
-class ScheduledMagnitude:
+class ScheduledMagnitude(_Scheduled):
     """Global magnitude pruning of the new model to s(t) (paper eq. 1), nested in the current masks,
     in blocks of `block_size` (see `pruning.magnitude_masks`)."""
 
     schedule: schedules.SparsitySchedule | schedules.OneShotSchedule
     block_size: tuple[int, int] = (1, 1)
-    counts_rounds = True
 
-    def __call__(self, round_num, kernels, masks, update, layout):
-        target = targets.target_sparsity(self.schedule, round_num)
-        return pruning.magnitude_masks(kernels, target, masks, block_size=self.block_size), target
+    def _prune(self, kernels, target, masks):
+        return pruning.magnitude_masks(kernels, target, masks, block_size=self.block_size)
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomOrder:
+class RandomOrder(_Scheduled):
     """The schedule's s(t), positions pruned in one fixed `seed`ed random order (the Random baseline)."""
 
     schedule: schedules.SparsitySchedule
     seed: int = 0
-    counts_rounds = True
 
-    def __call__(self, round_num, kernels, masks, update, layout):
-        target = targets.target_sparsity(self.schedule, round_num)
-        return pruning.random_masks(kernels, target, masks, seed=self.seed), target
+    def _prune(self, kernels, target, masks):
+        return pruning.random_masks(kernels, target, masks, seed=self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
