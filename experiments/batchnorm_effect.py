@@ -1,7 +1,7 @@
 """The effect of federating BatchNorm statistics, on record: the paper's CNN (two BatchNorm layers) on
 real FashionMNIST, 10 clients with the paper's non-IID split, FedAvg and FedSparsify-Global at 0.9,
 and FedAvg on an IID split too (the non-IID split alone may hide the statistics' effect behind its
-own), each with the statistics federated (the library's behaviour: DESIGN, "BatchNorm statistics") and
+own), each with the statistics federated (the library's behaviour: README, Measures, "BatchNorm statistics") and
 not federated (the behaviour before the fix: clients never send them, so the global model keeps the
 initial moving mean 0 and variance 1; reproduced here by giving the learning process no statistics
 to send, which is exactly what the code did before).

@@ -1,5 +1,6 @@
-"""BatchNorm moving statistics are federated (DESIGN, "BatchNorm statistics"): every client sends the
-statistics it holds after local training and the global model takes their example-weighted mean."""
+"""BatchNorm moving statistics are federated (README, Measures, "BatchNorm statistics"): every client
+sends the statistics it holds after local training and the global model takes their example-weighted
+mean."""
 import collections
 
 import numpy as np

@@ -7,17 +7,22 @@ BALANCED = np.repeat(np.arange(10), 6)  # 10 classes x 6 examples.
 UNBALANCED = np.random.default_rng(3).integers(0, 10, size=997)
 
 
+def left_out(split):
+    """Sorted indices of the examples no client holds."""
+    return np.setdiff1d(np.arange(len(split.labels)), np.concatenate(split.client_indices))
+
+
 def assert_exact_cover(split, num_examples):
     everything = np.concatenate(split.client_indices)
-    assert len(everything) == num_examples and split.num_left_out == 0 and len(split.left_out()) == 0
+    assert len(everything) == num_examples and split.num_left_out == 0 and len(left_out(split)) == 0
     np.testing.assert_array_equal(np.sort(everything), np.arange(num_examples))
 
 
 def assert_cover_without_overlap(split):
     """Clients' indices and the left-out ones are pairwise disjoint and together are all examples."""
-    everything = np.concatenate([*split.client_indices, split.left_out()])
+    everything = np.concatenate([*split.client_indices, left_out(split)])
     np.testing.assert_array_equal(np.sort(everything), np.arange(len(split.labels)))
-    assert split.num_left_out == len(split.left_out())
+    assert split.num_left_out == len(left_out(split))
 
 
 def class_sets(split):
@@ -66,7 +71,7 @@ def test_label_skew_leaves_out_the_end_of_the_stable_sort():
     assert class_sets(split) == [{0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}]
     assert split.examples_per_client() == [20] * 5
     assert split.num_left_out == 3
-    np.testing.assert_array_equal(split.left_out(), np.flatnonzero(labels == 9)[-3:])
+    np.testing.assert_array_equal(left_out(split), np.flatnonzero(labels == 9)[-3:])
     assert_cover_without_overlap(split)
     description = split.describe()
     assert (description["num_examples"], description["num_left_out"]) == (100, 3)

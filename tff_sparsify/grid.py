@@ -6,7 +6,7 @@ A cell is named `<group>/<run>`: the group is the environment, distribution and 
 (`fashion_mnist_noniid2`, `cifar10_iid_100clients`), the run the algorithm and its final sparsity
 (`fedavg`, `global_0.9`, `local_0.9`, `snip_0.95`). Its results live in `<runs_dir>/<group>/<run>`,
 so a grid is resumed by running the same cells again (`experiment.run` resumes every run).
-Hyperparameters are the paper's (DESIGN.md, section 1); CIFAR-100's client SGD uses Nesterov
+Hyperparameters are the paper's (section 5, appendix B); CIFAR-100's client SGD uses Nesterov
 momentum (`tff_sparsify.optimizers`).
 """
 from __future__ import annotations

@@ -59,10 +59,6 @@ class Partition:
     def classes_per_client(self) -> list[list[int]]:
         return [np.flatnonzero(row).tolist() for row in self.class_counts()]
 
-    def left_out(self) -> np.ndarray:
-        """Sorted indices of the examples no client holds (only the paper's `label_skew` leaves any)."""
-        return np.setdiff1d(np.arange(len(self.labels)), np.concatenate(self.client_indices))
-
     @property
     def num_left_out(self) -> int:
         return len(self.labels) - sum(self.examples_per_client())

@@ -14,7 +14,8 @@ Every client sends its model: `ClientResult.update` is an `OrderedDict` with
   reports are not counted below;
 - `statistics` (models with BatchNorm): the BatchNorm moving means and variances the client holds
   after local training, as values (not deltas). The aggregators average them example-weighted and
-  the finalizer sets them (DESIGN, "BatchNorm statistics"; the authors' FedAvg over all weights).
+  the finalizer sets them (README, Measures, "BatchNorm statistics"; the authors' FedAvg over all
+  weights).
 
 A client whose update holds a NaN or an infinity (a diverging learning rate, a corrupt example) sends
 zeros with weight 0, so the weighted aggregators leave it out (as TFF's own client work does); the

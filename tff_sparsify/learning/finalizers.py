@@ -4,7 +4,7 @@ the algorithm's `mask_updates.MaskUpdate`.
 The update is the client work's `OrderedDict` (`weights` = the aggregated delta, see `client_work`).
 The kernels are multiplied by the new masks, which are written into the model's TFMOT mask variables,
 so `get_model_weights` returns the sparse model with its masks. The BatchNorm moving statistics are
-set to the aggregated `statistics` (the clients' example-weighted mean, DESIGN "BatchNorm
+set to the aggregated `statistics` (the clients' example-weighted mean, README, Measures, "BatchNorm
 statistics"); the server optimizer never touches them. The state holds the optimizer's state and,
 when the mask update reads the round (`counts_rounds`), the process's round counter.
 """
