@@ -30,7 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 import tff_sparsify as ts
-from tff_sparsify import export, models, pruning
+from tff_sparsify import export, models
+from tff_sparsify.core import pruning
 
 FASHION_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion_mnist.npz")
 BLOCKS = {"unstructured": (1, 1), "block 1x4": (1, 4), "block 1x16": (1, 16)}

@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow_federated as tff
 
 import tff_sparsify as ts
-from tff_sparsify import experiment, learning, models, schedules
+from tff_sparsify import experiment, learning, models
+from tff_sparsify.core import schedules
 from tff_sparsify.algorithms import fedsparsify_global
 
 

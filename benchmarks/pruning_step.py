@@ -18,7 +18,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify import compat, models, pruning
+from tff_sparsify import compat, models
+from tff_sparsify.core import pruning
 
 GOAL_SECONDS = 0.5
 

@@ -10,7 +10,7 @@ warm-up rounds) of:
   - FedSparsify-Global (masked client work + server pruning every round) with the clients' `tf.data`
     datasets passed from Python (serialized into every round),
   - tff_sparsify's FedAvg (masked client work, no pruning) and FedSparsify-Global with the datasets
-    built in TFF's worker from per-client files (`tff_sparsify.worker_data`, as `experiment.run` does),
+    built in TFF's worker from per-client files (`tff_sparsify.learning.worker_data`, as `experiment.run` does),
 and prints each with its ratios to the plain loop and to stock FedAvg. Uses real Fashion-MNIST when
 present, else digits.
 
@@ -27,7 +27,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import tff_sparsify as ts
-from tff_sparsify import compat, learning, models, schedules, worker_data
+from tff_sparsify import compat, learning, models
+from tff_sparsify.core import schedules
+from tff_sparsify.learning import worker_data
 from tff_sparsify.algorithms import fedavg, fedsparsify_global
 
 FASHION_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion_mnist.npz")

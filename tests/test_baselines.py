@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_sparsify import learning, models, pruning, schedules
+from tff_sparsify import learning, models
+from tff_sparsify.core import pruning, schedules
 from tff_sparsify.algorithms import fedavg, fedprox, oneshot, random_pruning, snip_grasp
 
 ROUNDS = 3

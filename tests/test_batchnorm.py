@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import experiment, export, learning, models, schedules
+from tff_sparsify import experiment, export, learning, models
+from tff_sparsify.core import schedules
 from tff_sparsify.learning import MajorityVoteFactory
 from tff_sparsify.algorithms import fedavg, fedprox, fedsparsify_global, fedsparsify_local, random_pruning
 

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from tff_sparsify import compat, export, models, pruning
+from tff_sparsify import compat, export, models
+from tff_sparsify.core import pruning
 
 INPUT_SHAPE = (8, 8, 1)
 SPARSITY = 0.8

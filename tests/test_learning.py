@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from tff_sparsify import learning, models, optimizers, schedules
+from tff_sparsify import learning, models, optimizers
+from tff_sparsify.core import schedules
 from tff_sparsify.learning.client_work import build_masked_client_work
 from tff_sparsify.algorithms import fedavg, fedsparsify_global, fedsparsify_local
 

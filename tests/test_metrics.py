@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_sparsify.metrics import (
+from tff_sparsify.core.metrics import (
     CommunicationLedger,
     RoundCost,
     dense_fedavg_cost,
     encoded_bytes,
     schedule_cost,
 )
-from tff_sparsify.schedules import SparsitySchedule
+from tff_sparsify.core.schedules import SparsitySchedule
 
 FMNIST_PARAMS, FMNIST_KERNELS = 118_282, 118_016  # 784-128-128-10 FC; the rest are biases.
 FMNIST_DENSE = 473_128_000

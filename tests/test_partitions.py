@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tff_sparsify.partitions import partition
+from tff_sparsify.core.partitions import partition
 
 BALANCED = np.repeat(np.arange(10), 6)  # 10 classes x 6 examples.
 UNBALANCED = np.random.default_rng(3).integers(0, 10, size=997)

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import algorithms, experiment, learning, models, pruning, saliency
+from tff_sparsify import algorithms, experiment, learning, models
+from tff_sparsify.core import pruning, saliency
 from tff_sparsify.learning import finalizers
 from tff_sparsify.algorithms import prunefl
 

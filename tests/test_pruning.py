@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_sparsify.pruning import apply_masks, count_nonzero, magnitude_masks, sparsity
+from tff_sparsify.core.pruning import apply_masks, count_nonzero, magnitude_masks, sparsity
 
 # Ten weights in two tensors. Magnitudes in increasing order: 0.05 (b[0]), 0.1 (a[0, 1]),
 # 0.2 (a[1, 1]), 0.3 (a[0, 2]), 0.4 (b[2]), 0.5, 0.6, 0.7, 0.9, 1.0.

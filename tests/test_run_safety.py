@@ -14,7 +14,9 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from tff_sparsify import experiment, files, learning, schedules, worker_data
+from tff_sparsify import experiment, files, learning
+from tff_sparsify.core import schedules
+from tff_sparsify.learning import worker_data
 from tff_sparsify.algorithms import fedavg, fedsparsify_global, fedsparsify_local
 
 from conftest import TINY_CONFIG

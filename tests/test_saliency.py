@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_sparsify import compat, data, models, pruning, saliency
+from tff_sparsify import compat, data, models
+from tff_sparsify.core import pruning, saliency
 
 layers = tf.keras.layers
 MSE = tf.keras.losses.MeanSquaredError()

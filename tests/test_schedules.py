@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tff_sparsify.schedules import SparsitySchedule
+from tff_sparsify.core.schedules import SparsitySchedule
 
 PAPER = SparsitySchedule(final_sparsity=0.8, total_rounds=200)  # t0 = 1, e = 3, f = 1.
 

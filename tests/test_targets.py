@@ -2,7 +2,7 @@
 import pytest
 import tensorflow as tf
 
-from tff_sparsify import schedules
+from tff_sparsify.core import schedules
 from tff_sparsify.learning import targets
 
 

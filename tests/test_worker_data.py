@@ -4,7 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from tff_sparsify import data, learning, models, schedules, worker_data
+from tff_sparsify import data, learning, models
+from tff_sparsify.core import schedules
+from tff_sparsify.learning import worker_data
 from tff_sparsify.algorithms import fedsparsify_global
 
 

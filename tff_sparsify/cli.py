@@ -25,7 +25,7 @@ from typing import Callable
 
 from tff_sparsify import algorithms, checks, files, layout
 from tff_sparsify.config import DATASETS, MODELS, ExperimentConfig
-from tff_sparsify.partitions import PARTITIONS
+from tff_sparsify.core.partitions import PARTITIONS
 from tff_sparsify.errors import RunError
 
 # TensorFlow loads only when a command runs (tff_sparsify's modules below `config` import it), so a

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tff_sparsify import algorithms, checks, partitions
+from tff_sparsify import algorithms, checks
+from tff_sparsify.core import partitions
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 MODELS = ("fc", "cnn", "vgg16")

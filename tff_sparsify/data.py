@@ -8,7 +8,7 @@ Three sources, one result type (`Dataset`, images in the Keras layout `x: [N, H,
 - `"digits"`: scikit-learn's bundled 8x8 digits (1,797 images), embedded, no download; the
   default for the quickstart and fast tests.
 
-`federate` partitions the training split among clients (see `tff_sparsify.partitions`) and serves
+`federate` partitions the training split among clients (see `tff_sparsify.core.partitions`) and serves
 per-client `tf.data` pipelines (shuffled, batched, scaled to [0, 1]) plus a batched test set.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify import checks, partitions
+from tff_sparsify import checks
+from tff_sparsify.core import partitions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +228,7 @@ class FederatedData:
     def batches(self, x, y, seed, epochs: int) -> tf.data.Dataset:
         """Examples `(x, y)` `epochs` times, each epoch in a seeded random order, in batches of
         `batch_size` (the last batch may be smaller) scaled to [0, 1]. Works eagerly and in a graph
-        (TFF's worker builds client datasets with it, see `tff_sparsify.worker_data`)."""
+        (TFF's worker builds client datasets with it, see `tff_sparsify.learning.worker_data`)."""
         num_examples = tf.shape(y)[0]
         order = tf.argsort(tf.random.stateless_uniform([epochs, num_examples], seed=seed), axis=1)
         batch_indices = tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1])).batch(self.batch_size)

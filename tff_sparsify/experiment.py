@@ -21,7 +21,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tff_sparsify import algorithms, compat, data, files, layout, learning, metrics, models, worker_data
+from tff_sparsify import algorithms, compat, data, files, layout, learning, models
+from tff_sparsify.core import metrics
+from tff_sparsify.learning import worker_data
 from tff_sparsify.config import LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
 from tff_sparsify.errors import NonFiniteError
 

@@ -41,7 +41,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from tff_sparsify import checks, files, layout, models, pruning
+from tff_sparsify import checks, files, layout, models
+from tff_sparsify.core import pruning
 from tff_sparsify.layout import QUANTIZE_MODES, RUNTIMES, TFLITE_FILE
 
 GZIP_LEVEL = 9

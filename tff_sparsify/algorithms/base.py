@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 import tff_sparsify as ts
-from tff_sparsify import checks, schedules
+from tff_sparsify import checks
+from tff_sparsify.core import schedules
 
 if TYPE_CHECKING:
     import tensorflow_federated as tff

@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 import tff_sparsify as ts
-from tff_sparsify import checks, schedules
+from tff_sparsify import checks
+from tff_sparsify.core import schedules
 from tff_sparsify.algorithms.base import Algorithm, Pruned
 
 

@@ -47,8 +47,8 @@ def _initial_weights(setup):
     ts.compat.ready_pruning_steps(model)
     model.compile(optimizer=tf.keras.optimizers.SGD(setup.config.client_learning_rate), loss=setup.task.loss_fn())
     model.fit(dataset.map(lambda batch: (batch["x"], batch["y"])), epochs=1, verbose=0)
-    masks = ts.pruning.magnitude_masks(ts.models.prunable_weights(model), setup.options.final_sparsity)
-    return ts.saliency.model_weights_with_masks(model, masks)
+    masks = ts.core.pruning.magnitude_masks(ts.models.prunable_weights(model), setup.options.final_sparsity)
+    return ts.core.saliency.model_weights_with_masks(model, masks)
 
 
 ALGORITHMS = (

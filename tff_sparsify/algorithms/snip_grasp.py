@@ -28,15 +28,15 @@ def build(task, initial_weights, **optimizers):
 
 
 def _initial_weights(mask_function: str):
-    """The seeded initial weights with the masks `saliency.<mask_function>` computes at them."""
+    """The seeded initial weights with the masks `core.saliency.<mask_function>` computes at them."""
 
     def initial_weights(setup):
         model = setup.task.wrapped_keras_model()
-        masks = getattr(ts.saliency, mask_function)(
+        masks = getattr(ts.core.saliency, mask_function)(
             model, setup.federated.client_dataset(setup.chosen_client()), setup.options.final_sparsity,
             loss=setup.task.loss_fn(), num_batches=setup.options.saliency_batches,
         )
-        return ts.saliency.model_weights_with_masks(model, masks)
+        return ts.core.saliency.model_weights_with_masks(model, masks)
 
     return initial_weights
 

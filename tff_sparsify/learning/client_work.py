@@ -22,7 +22,7 @@ zeros with weight 0, so the weighted aggregators leave it out (as TFF's own clie
 `nonfinite_clients` measurement counts such clients.
 
 Measurements, summed over the round's clients, feed the communication-cost accounting (paper
-appendix C, `tff_sparsify.metrics`), on one basis for every algorithm: the model sent.
+appendix C, `tff_sparsify.core.metrics`), on one basis for every algorithm: the model sent.
 `download_params` and `upload_params` count the parameters of the model received and of the model
 sent (the kernel positions their masks keep, all other trainable weights, the BatchNorm
 statistics), so dense FedAvg counts exactly 2 x clients x parameters per round. `update_nonzero`,
@@ -38,7 +38,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import metrics, pruning
+from tff_sparsify.core import metrics, pruning
 from tff_sparsify.learning.hooks import ClientHooks
 from tff_sparsify.learning.task import ModelTask
 

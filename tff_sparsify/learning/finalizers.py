@@ -15,7 +15,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import pruning
+from tff_sparsify.core import pruning
 from tff_sparsify.learning.mask_updates import MaskUpdate
 from tff_sparsify.learning.task import WeightsLayout
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import tensorflow as tf
 
-from tff_sparsify import pruning, schedules
+from tff_sparsify.core import pruning, schedules
 from tff_sparsify.learning import targets
 
 

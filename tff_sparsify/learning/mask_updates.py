@@ -13,7 +13,8 @@ from typing import Protocol, Sequence
 
 import tensorflow as tf
 
-from tff_sparsify import checks, pruning, schedules
+from tff_sparsify import checks
+from tff_sparsify.core import pruning, schedules
 from tff_sparsify.learning import targets
 from tff_sparsify.learning.task import WeightsLayout
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tff_sparsify import schedules
+from tff_sparsify.core import schedules
 
 
 def target_sparsity(

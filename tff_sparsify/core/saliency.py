@@ -56,7 +56,8 @@ from typing import Callable, Iterable, Sequence
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import checks, compat, models, pruning
+from tff_sparsify import checks, compat, models
+from tff_sparsify.core import pruning
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 

@@ -27,7 +27,8 @@ from typing import Any, Sequence
 
 import tensorflow as tf
 
-from tff_sparsify import checks, schedules
+from tff_sparsify import checks
+from tff_sparsify.core import schedules
 
 BITS_PER_PARAM = 32  # Full-precision (float32) values, as in the paper.
 INDEX_BYTES = 4  # An int32 position in the coordinate-list encoding.
