@@ -118,7 +118,7 @@ def test_round_outside_the_schedule_is_an_error(round_num):
 
 
 def test_module_does_not_import_tensorflow():
-    path = pathlib.Path(__file__).resolve().parents[1] / "tff_sparsify" / "schedules.py"
+    path = pathlib.Path(__file__).resolve().parents[1] / "tff_sparsify" / "core" / "schedules.py"
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('schedules', {str(path)!r})\n"
