@@ -24,6 +24,7 @@ import typing
 from typing import Callable
 
 from tff_sparsify import algorithms, checks, files, layout
+from tff_sparsify.algorithms.fedsparsify_local import AVERAGE_OVER
 from tff_sparsify.config import DATASETS, MODELS, ExperimentConfig
 from tff_sparsify.core.partitions import PARTITIONS
 from tff_sparsify.errors import RunError
@@ -153,7 +154,9 @@ def _parse_bool(value: str) -> bool:
     return value.lower() == "true"
 
 
-ALLOWED_VALUES = {"dataset": DATASETS, "model": MODELS, "partition": PARTITIONS}  # Listed in --help; checked by ExperimentConfig.
+ALLOWED_VALUES = {  # Listed in --help; checked by ExperimentConfig and the algorithms.
+    "dataset": DATASETS, "model": MODELS, "partition": PARTITIONS, "vote_average_over": AVERAGE_OVER,
+}
 
 
 def _add_config_flags(command) -> None:
@@ -165,7 +168,7 @@ def _add_config_flags(command) -> None:
             allowed = ALLOWED_VALUES.get(name)
             help_text = (f"one of {', '.join(allowed)}; " if allowed else "") + f"default: {default}"
         if owners:
-            help_text = f"{', '.join(owners)}: {help_text}"
+            help_text = f"({', '.join(owners)}) {help_text}"
         if _field_type(name) is _parse_bool:
             command.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:

@@ -20,6 +20,6 @@ def _build_process(setup, weights):
 
 
 ALGORITHMS = (
-    Algorithm("fedsparsify_global", "FedSparsify-Global (paper section 3): the server prunes to s(t)",
+    Algorithm("fedsparsify_global", "FedSparsify-Global (Stripelis et al., 2022): the server prunes to s(t)",
               _build_process, options=Blocked, run_prefix="global"),
 )

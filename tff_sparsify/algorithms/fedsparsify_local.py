@@ -46,6 +46,6 @@ def _build_process(setup, weights):
 
 
 ALGORITHMS = (
-    Algorithm("fedsparsify_local", "FedSparsify-Local (paper section 3): clients prune to s(t), majority vote",
+    Algorithm("fedsparsify_local", "FedSparsify-Local (Stripelis et al., 2022): clients prune to s(t), majority vote",
               _build_process, options=LocalOptions, run_prefix="local", uploads_masks=True),
 )

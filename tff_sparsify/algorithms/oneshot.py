@@ -34,8 +34,8 @@ def _build_process(setup, weights):
 
 
 ALGORITHMS = (
-    Algorithm("oneshot", "OneShot: dense training, one magnitude prune to s_f after the last round",
+    Algorithm("oneshot", "OneShot (Stripelis et al., 2022): dense training, one magnitude prune to s_f after the last round",
               _build_process, options=Pruned),
-    Algorithm("oneshot_finetune", "OneShot with fine-tuning: the prune at round T - fine_tune_rounds",
+    Algorithm("oneshot_finetune", "OneShot with fine-tuning: the prune at round T - fine_tune_rounds, then training within the mask",
               _build_process, options=FineTuneOptions),
 )

@@ -13,7 +13,7 @@ def build(task, schedule, *, seed: int = 0, **optimizers):
 
 
 ALGORITHMS = (
-    Algorithm("random", "Random: the schedule s(t), positions pruned in a fixed random order",
+    Algorithm("random", "Random (Stripelis et al., 2022): the schedule s(t), positions pruned in a fixed random order",
               lambda setup, weights: build(setup.task, setup.options.schedule(setup.config.rounds),
                                            seed=setup.config.seed, **setup.optimizers()),
               options=Scheduled),

@@ -1,12 +1,13 @@
 """The papers' math, without TFF: the sparsity schedule (eq. 1), global magnitude and random pruning,
-SNIP and GraSP scores, the data partitions, and the communication accounting (appendix C).
+SNIP and GraSP scores, FedTiny's candidate masks and prune-and-grow, the data partitions, and the
+communication accounting (appendix C).
 
 Submodules load on first use (PEP 562): `schedules` and `partitions` are pure Python, the others load
 TensorFlow.
 """
 import importlib
 
-_MODULES = ("metrics", "partitions", "pruning", "saliency", "schedules")
+_MODULES = ("metrics", "partitions", "prune_grow", "pruning", "saliency", "schedules")
 
 
 def __getattr__(name: str):
