@@ -17,12 +17,22 @@ def trainable_count(model):
         ("fc", (28, 28, 1), 10, 118_282, 118_282),
         ("cnn", (32, 32, 3), 10, 1_609_930 + 384, 1_609_930),
         ("vgg16", (32, 32, 3), 100, 14_782_884, 14_774_436),
+        # ResNet-18 (CIFAR variant): 11,173,962 trainable, plus the moving statistics of 4,800 BN channels.
+        ("resnet18", (32, 32, 3), 10, 11_173_962 + 9_600, 11_173_962),
+        ("resnet18", (28, 28, 1), 10, 11_173_962 - 2 * 576 + 9_600, 11_173_962 - 2 * 576),  # A 1-channel stem.
     ],
 )
 def test_paper_models_have_the_papers_parameter_counts(name, input_shape, classes, total, trainable):
     model = models.build_model(name, input_shape, classes)
     assert model.count_params() == total
     assert trainable_count(model) == trainable
+
+
+def test_resnet18_wraps_its_20_convolutions_and_classifier_for_pruning():
+    wrapped = models.wrap_for_pruning(models.build_model("resnet18", (28, 28, 1), 10))
+    kernels = models.prunable_weights(wrapped)
+    assert len(kernels) == 21 and kernels[0].shape == (3, 3, 1, 64) and kernels[-1].shape == (512, 10)
+    assert wrapped(tf.zeros([2, 28, 28, 1])).shape == (2, 10)
 
 
 def test_unknown_model_is_named():

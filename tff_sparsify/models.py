@@ -4,6 +4,9 @@
 - `cnn`: CIFAR-10, six 3x3 convolutions, dense 512, dropout 0.2 (1,609,930 trainable parameters).
 - `vgg16`: CIFAR-100, VGG-16 for 32x32 inputs: 13 3x3 convolutions with batch norm, one dense
   layer 512->100 (14,782,884 parameters, 14,774,436 trainable).
+- `resnet18`: FedTiny's model (Huang et al., 2023), ResNet-18 for 32x32 inputs (He et al., 2016, as
+  the CIFAR variant): a 3x3 stem, no max-pool, four stages of two basic blocks (64, 128, 256, 512
+  filters), batch norm, global average pooling (11,173,962 trainable parameters for CIFAR-10).
 
 All models output logits. `wrap_for_pruning` wraps a model with TFMOT's `prune_low_magnitude` so that
 its masks are controlled by FedSparsify (never by TFMOT's schedule) and it trains inside TFF.
@@ -72,10 +75,35 @@ def cifar100_vgg16(input_shape=(32, 32, 3), num_classes: int = 100) -> tf.keras.
     return tf.keras.Sequential(stack, name="vgg16")
 
 
+RESNET18_STAGES = (64, 128, 256, 512)
+
+
+def resnet18(input_shape=(32, 32, 3), num_classes: int = 10) -> tf.keras.Model:
+    """ResNet-18 for small images: conv3x3(64) + BN + ReLU, four stages of two basic blocks (the first
+    block of stages 2-4 halves the resolution, with a 1x1 conv + BN shortcut), global average pooling,
+    dense `num_classes`. Convolutions have no bias (the batch norm after each has one)."""
+
+    def conv_bn(x, filters, kernel_size, strides):
+        x = layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False)(x)
+        return layers.BatchNormalization()(x)
+
+    inputs = layers.Input(input_shape)
+    x = layers.ReLU()(conv_bn(inputs, RESNET18_STAGES[0], 3, 1))
+    for stage, filters in enumerate(RESNET18_STAGES):
+        for block in range(2):
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = conv_bn(x, filters, 1, strides) if strides == 2 else x
+            y = layers.ReLU()(conv_bn(x, filters, 3, strides))
+            x = layers.ReLU()(layers.Add()([conv_bn(y, filters, 3, 1), shortcut]))
+    x = layers.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(inputs, layers.Dense(num_classes)(x), name="resnet18")
+
+
 MODELS: dict[str, Callable[..., tf.keras.Model]] = {
     "fc": fashion_mnist_fc,
     "cnn": cifar10_cnn,
     "vgg16": cifar100_vgg16,
+    "resnet18": resnet18,
 }
 # The paper's model for each dataset.
 DEFAULT_MODEL = {"digits": "fc", "fashion_mnist": "fc", "cifar10": "cnn", "cifar100": "vgg16"}
