@@ -153,6 +153,18 @@ def test_a_refused_run_leaves_no_folder_and_an_existing_folder_keeps_its_files(t
     assert sorted(os.listdir(tmp_path / "old")) == [".lock", "notes.txt"]
 
 
+def test_a_refused_compare_leaves_none_of_the_folders_it_made(tmp_path):
+    output = tmp_path / "made" / "for" / "compare"  # As `compare` makes runs/compare/<algorithm>.
+    with files.exclusive_lock(str(output / "fedavg")):
+        assert (output / "fedavg" / ".lock").exists()
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "made").mkdir()
+    (tmp_path / "made" / "notes.txt").write_text("mine")
+    with files.exclusive_lock(str(output / "fedavg")):
+        pass
+    assert sorted(os.listdir(tmp_path / "made")) == ["notes.txt"]  # Only what the lock made is gone.
+
+
 def test_what_a_killed_process_left_is_removed_but_a_live_ones_files_stay(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     prefix, owner_file = worker_data.WorkerClientData.PREFIX, worker_data.WorkerClientData.OWNER_FILE

@@ -39,10 +39,10 @@ def exclusive_lock(directory: str):
     `DirectoryInUseError`, naming the directory and the holder's process id, if another process (or
     another open lock in this one) holds it. The lock is released when the holder exits, however. A
     directory created here that holds nothing but the lock file at the end is removed again (by the
-    holder, before it releases the lock)."""
+    holder, before it releases the lock), and so are the parents created for it that are empty then."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(f"{directory!r} is a file, not a directory")
-    created = not os.path.exists(directory)
+    created = _missing_folders(directory)
     path = os.path.join(directory, LOCK_FILE)
     fd = _lock(directory, path)
     try:
@@ -53,8 +53,18 @@ def exclusive_lock(directory: str):
         if created and os.listdir(directory) == [LOCK_FILE]:
             os.remove(path)
             with contextlib.suppress(OSError):  # Something appeared meanwhile: the folder stays.
-                os.rmdir(directory)
+                for folder in created:  # The directory, then its parents made for it.
+                    os.rmdir(folder)
         os.close(fd)
+
+
+def _missing_folders(directory: str) -> list[str]:
+    """`directory` and those of its parents that do not exist yet, deepest first."""
+    missing, folder = [], os.path.abspath(directory)
+    while not os.path.exists(folder) and folder != os.path.dirname(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
 
 
 def _lock(directory: str, path: str) -> int:
