@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/fashion_mnist.npz}
 COMMON=(--dataset fashion_mnist --data-path "$DATA" --num-clients 10 --partition label_skew_random
         --classes-per-client 2 --rounds 30 --local-epochs 1 --batch-size 32
-        --client-learning-rate 0.02 --seed 1990 --final-sparsity 0.9 --quiet)
+        --client-learning-rate 0.02 --seed 1990 --quiet)
 RUNS=benchmarks/runs
 .venv/bin/tff-sparsify run "${COMMON[@]}" --algorithm fedavg --output-dir $RUNS/fmnist_fedavg
-.venv/bin/tff-sparsify run "${COMMON[@]}" --algorithm fedsparsify_global --output-dir $RUNS/fmnist_global_0.9
-.venv/bin/tff-sparsify run "${COMMON[@]}" --algorithm fedsparsify_global --block-size 1x4 \
+.venv/bin/tff-sparsify run "${COMMON[@]}" --algorithm fedsparsify_global --final-sparsity 0.9 \
+  --output-dir $RUNS/fmnist_global_0.9
+.venv/bin/tff-sparsify run "${COMMON[@]}" --algorithm fedsparsify_global --final-sparsity 0.9 --block-size 1x4 \
   --output-dir $RUNS/fmnist_global_0.9_block1x4
 .venv/bin/tff-sparsify table $RUNS/fmnist_fedavg $RUNS/fmnist_global_0.9 $RUNS/fmnist_global_0.9_block1x4 \
   --output-dir benchmarks/results/fmnist_0.9 --threads 1
