@@ -67,11 +67,18 @@ def _ignore_job_control_signals():
         signal.signal(signum, signal.SIG_IGN)
 
 
+def _default_signals():
+    # The signals' default actions, whatever the test run inherited (`nohup` ignores SIGHUP, a shell's
+    # `&` SIGINT): the scenarios test how the process ends on each signal.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 SCENARIOS = {
-    "SIGTERM": ("wait", None),
-    "SIGHUP": ("wait", None),
-    "SIGKILL": ("wait", None),
-    "SIGINT": ("wait", None),
+    "SIGTERM": ("wait", _default_signals),
+    "SIGHUP": ("wait", _default_signals),
+    "SIGKILL": ("wait", _default_signals),
+    "SIGINT": ("wait", _default_signals),
     "exception": ("raise", None),
     "background": ("exit", _ignore_job_control_signals),
 }
