@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify.learning.process import masked
 from tff_sparsify.learning.task import ModelTask
 
 RECALIBRATION_EPOCHS = 10
@@ -30,23 +31,16 @@ def build_recalibration(task: ModelTask, epochs: int = RECALIBRATION_EPOCHS) -> 
     weights_type, data_type = _types(task)
     layout = task.layout
 
-    @tff.tensorflow.computation(weights_type, data_type)
-    def recalibrate(weights, dataset):
-        model = task.tff_model()
-        model_weights = tff.learning.models.ModelWeights.from_model(model)
+    def passes(model, model_weights, dataset):
+        examples = tf.constant(0, tf.int64)
+        for _ in tf.range(epochs):  # Training mode moves the statistics; nothing else changes.
+            examples = dataset.reduce(
+                examples, lambda n, batch: n + tf.cast(model.forward_pass(batch, training=True).num_examples, tf.int64)
+            )
+        statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
+        return statistics, tf.cast(examples // epochs, tf.float32)
 
-        @tf.function
-        def passes():
-            tf.nest.map_structure(lambda v, w: v.assign(w), model_weights, weights)
-            examples = tf.constant(0, tf.int64)
-            for _ in tf.range(epochs):  # Training mode moves the statistics; nothing else changes.
-                examples = dataset.reduce(
-                    examples, lambda n, batch: n + tf.cast(model.forward_pass(batch, training=True).num_examples, tf.int64)
-                )
-            statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
-            return statistics, tf.cast(examples // epochs, tf.float32)
-
-        return passes()
+    recalibrate = _client_computation(task, weights_type, data_type, passes)
 
     @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(data_type, tff.CLIENTS))
     def recalibration(weights, client_data):
@@ -61,23 +55,15 @@ def build_evaluation(task: ModelTask) -> tff.Computation:
     inference mode."""
     weights_type, data_type = _types(task)
 
-    @tff.tensorflow.computation(weights_type, data_type)
-    def evaluate(weights, dataset):
-        model = task.tff_model()
-        model_weights = tff.learning.models.ModelWeights.from_model(model)
+    def losses(model, model_weights, dataset):
+        def add(sums, batch):
+            output = model.forward_pass(batch, training=False)
+            examples = tf.cast(output.num_examples, tf.float64)
+            return sums[0] + tf.cast(output.loss, tf.float64) * examples, sums[1] + examples
 
-        @tf.function
-        def losses():
-            tf.nest.map_structure(lambda v, w: v.assign(w), model_weights, weights)
+        return dataset.reduce((tf.constant(0.0, tf.float64), tf.constant(0.0, tf.float64)), add)
 
-            def add(sums, batch):
-                output = model.forward_pass(batch, training=False)
-                examples = tf.cast(output.num_examples, tf.float64)
-                return sums[0] + tf.cast(output.loss, tf.float64) * examples, sums[1] + examples
-
-            return dataset.reduce((tf.constant(0.0, tf.float64), tf.constant(0.0, tf.float64)), add)
-
-        return losses()
+    evaluate = _client_computation(task, weights_type, data_type, losses)
 
     @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(data_type, tff.CLIENTS))
     def evaluation(weights, client_data):
@@ -116,6 +102,25 @@ def select_candidate(task: ModelTask, weights, candidate_masks, client_data, *, 
     return Selection(index, tuple(losses), candidates[index])
 
 
+def _client_computation(task: ModelTask, weights_type, data_type, body) -> tff.Computation:
+    """A client's TF computation (weights, dataset) -> `body(model, model_weights, dataset)`, run in a
+    fresh model holding `weights`."""
+
+    @tff.tensorflow.computation(weights_type, data_type)
+    def client(weights, dataset):
+        model = task.tff_model()
+        model_weights = tff.learning.models.ModelWeights.from_model(model)
+
+        @tf.function
+        def run():
+            tf.nest.map_structure(lambda v, w: v.assign(w), model_weights, weights)
+            return body(model, model_weights, dataset)
+
+        return run()
+
+    return client
+
+
 def _types(task: ModelTask):
     with tf.Graph().as_default():
         tff_model = task.tff_model()
@@ -124,13 +129,9 @@ def _types(task: ModelTask):
 
 
 def _with_masks(task: ModelTask, weights, masks) -> tff.learning.models.ModelWeights:
-    layout = task.layout
-    kernels = [np.asarray(k) * np.asarray(m, np.float32) for k, m in zip(layout.kernels(weights.trainable), masks)]
-    return tff.learning.models.ModelWeights(
-        trainable=layout.replace_kernels([np.asarray(w) for w in weights.trainable], kernels),
-        non_trainable=layout.replace_masks([np.asarray(w) for w in weights.non_trainable],
-                                           [np.asarray(m, np.float32) for m in masks]),
-    )
+    """`weights` with `masks` in place of their masks, the kernels multiplied by them."""
+    non_trainable = task.layout.replace_masks(list(weights.non_trainable), [np.asarray(m, np.float32) for m in masks])
+    return masked(task, tff.learning.models.ModelWeights(trainable=list(weights.trainable), non_trainable=non_trainable))
 
 
 def _with_statistics(task: ModelTask, weights, statistics) -> tff.learning.models.ModelWeights:
