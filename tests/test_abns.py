@@ -6,6 +6,7 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_sparsify import learning, models
 from tff_sparsify.learning import abns
@@ -60,3 +61,28 @@ def test_selection_takes_the_lowest_validation_loss(task, weights):
     chosen = task.layout.masks(selection.weights.non_trainable)[0]
     np.testing.assert_array_equal(chosen, candidates[selection.index][0])
     np.testing.assert_array_equal(task.layout.kernels(selection.weights.trainable)[0], np.asarray(kernel) * chosen)
+
+
+def test_recalibration_changes_the_choice_where_the_servers_statistics_mislead(task):
+    # Feature 0 is 11 for class 0 and 9 for class 1 (batches of one of each); feature 1 is 0. With the
+    # server's statistics (mean 0, variance 1) BatchNorm passes x through, so a logit x0 gives the
+    # class-1 examples a loss of about 9: keeping nothing (loss ln 2) looks better. Recalibrated
+    # (mean -> 10, variance -> 1), x0 becomes +-1 and the same weight separates the classes (loss
+    # log(1 + e^-1) = 0.31 < ln 2).
+    x = np.float32([[11, 0], [9, 0]] * 4)
+    y = np.int32([0, 1] * 4)
+    clients = [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(2)] * 2
+    tf.keras.utils.set_random_seed(0)
+    weights = models.initial_model_weights(task.wrapped_keras_model())
+    keep_x0 = np.float32([[1, 0], [0, 0]])  # The Dense kernel: logit 0 = x0.
+    weights = tff.learning.models.ModelWeights(
+        trainable=task.layout.replace_kernels(list(weights.trainable), [keep_x0]), non_trainable=weights.non_trainable)
+    candidates = [[np.zeros_like(keep_x0)], [keep_x0]]
+    plain = abns.select_candidate(task, weights, candidates, clients, recalibrate=False)
+    assert plain.index == 0 and plain.losses[0] == pytest.approx(np.log(2)) and plain.losses[1] > 4
+    adaptive = abns.select_candidate(task, weights, candidates, clients, epochs=10)
+    assert adaptive.index == 1 and adaptive.losses[0] == pytest.approx(np.log(2))
+    assert adaptive.losses[1] == pytest.approx(np.log1p(np.exp(-1)), abs=0.02)
+    mean, variance = task.layout.statistics(adaptive.weights.non_trainable)[:2]
+    np.testing.assert_allclose(mean, [10 * (1 - 0.5 ** 40), 0], rtol=1e-5)
+    np.testing.assert_allclose(variance[0], 1, rtol=1e-2)

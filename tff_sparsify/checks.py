@@ -26,6 +26,14 @@ def fraction(name: str, value) -> float:
     return float(value)
 
 
+def share(name: str, value) -> float:
+    """`value` as a float in (0, 1] (a part of a whole, which may be all of it); a ValueError naming
+    `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
 def choice(name: str, value, choices: tuple) -> None:
     """A ValueError naming `name` unless `value` is one of `choices`."""
     if value not in choices:

@@ -34,6 +34,10 @@ class ExperimentConfig:
     dataset: str = "digits"
     data_path: str | None = None
     train_examples_per_class: int | None = None  # Only the first n of each class (scaled protocols).
+    # The last n of each class held out of the training data for the server (FedTiny pre-trains on
+    # them); None: what the algorithm needs (FedTiny 5, others 0). Set it for every algorithm of a
+    # comparison on the full training split, so that they share one partition.
+    server_examples_per_class: int | None = None
     model: str | None = None  # None: the paper's model for the dataset.
     partition: str = "iid"
     classes_per_client: int | None = None
@@ -61,6 +65,11 @@ class ExperimentConfig:
             checks.integer(name, getattr(self, name))
         if self.train_examples_per_class is not None:
             checks.integer("train_examples_per_class", self.train_examples_per_class)
+        if self.server_examples_per_class is not None:
+            checks.integer("server_examples_per_class", self.server_examples_per_class, 0)
+        if algorithm.server_examples_per_class and self.server_examples_per_class == 0:
+            raise ValueError(f"server_examples_per_class must be >= 1 for {self.algorithm}, which pre-trains "
+                             f"on the server's examples (default {algorithm.server_examples_per_class}), got 0")
         if not 0.0 < self.participation <= 1.0:
             raise ValueError(f"participation must be in (0, 1], got {self.participation!r}")
         for name in ("client_learning_rate", "server_learning_rate"):
@@ -99,6 +108,14 @@ class ExperimentConfig:
     def final_sparsity(self) -> float:
         """The final sparsity s_f the algorithm prunes to; 0 for a dense algorithm."""
         return getattr(self.options, "final_sparsity", 0.0)
+
+    @property
+    def server_examples(self) -> int:
+        """Training examples of each class the server holds out: `server_examples_per_class`, or what
+        the algorithm needs."""
+        if self.server_examples_per_class is not None:
+            return self.server_examples_per_class
+        return algorithms.get(self.algorithm).server_examples_per_class
 
     def to_dict(self) -> dict:
         """The common fields and the algorithm's options, in one flat mapping."""

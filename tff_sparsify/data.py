@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import zipfile
 
 import numpy as np
@@ -63,17 +64,32 @@ class Dataset:
     def first_per_class(self, count: int) -> Dataset:
         """This dataset with only the first `count` training examples of each class (in stored order)
         and the whole test split: a class-balanced subset for scaled-down protocols."""
+        rank, _ = self._class_ranks("train_examples_per_class", count)
+        keep = rank < count
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
+
+    def hold_out_last_per_class(self, count: int) -> tuple[Dataset, Dataset]:
+        """(the last `count` training examples of each class, in stored order, as a server's labelled
+        set; this dataset without them). Both keep the whole test split, which a server set must never
+        come from."""
+        rank, present = self._class_ranks("server_examples_per_class", count, spare=1)
+        held = rank >= present[self.y_train] - count
+        return (dataclasses.replace(self, x_train=self.x_train[held], y_train=self.y_train[held]),
+                dataclasses.replace(self, x_train=self.x_train[~held], y_train=self.y_train[~held]))
+
+    def _class_ranks(self, name: str, count: int, spare: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Each training example's position within its class and the classes' sizes, after checking
+        that `count` (the key `name`) is in [1, smallest class - `spare`]."""
         present = np.bincount(self.y_train, minlength=self.num_classes)
-        smallest = int(present[present > 0].min())
-        if not isinstance(count, (int, np.integer)) or not 1 <= count <= smallest:
-            raise ValueError(f"train_examples_per_class must be an integer in [1, {smallest}] (the "
-                             f"smallest class of {self.name}), got {count!r}")
-        rank = np.empty(len(self.y_train), np.int64)  # Position of each example within its class.
+        largest = int(present[present > 0].min()) - spare
+        if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or not 1 <= count <= largest:
+            raise ValueError(f"{name} must be an integer in [1, {largest}] (the smallest class of {self.name} "
+                             f"has {largest + spare}), got {count!r}")
+        rank = np.empty(len(self.y_train), np.int64)
         order = np.argsort(self.y_train, kind="stable")
         starts = np.concatenate([[0], np.cumsum(present)[:-1]])
         rank[order] = np.arange(len(order)) - np.repeat(starts, present)
-        keep = rank < count
-        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
+        return rank, present
 
     def scaled(self, images) -> tf.Tensor:
         """`images` as the models see them: float32 in [0, 1]."""
@@ -195,12 +211,14 @@ def _with_channels(x: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarr
 
 @dataclasses.dataclass(frozen=True)
 class FederatedData:
-    """A dataset split among clients, served as `tf.data` pipelines of OrderedDict(x=, y=) batches."""
+    """A dataset split among clients, served as `tf.data` pipelines of OrderedDict(x=, y=) batches;
+    `server` is the labelled set the server holds out of the training data, if any."""
 
     dataset: Dataset
     partition: partitions.Partition
     batch_size: int
     seed: int
+    server: Dataset | None = None
 
     @property
     def num_clients(self) -> int:
@@ -243,6 +261,24 @@ class FederatedData:
             )
 
         return tf.data.Dataset.zip((batch_indices, examples)).map(to_example)
+
+    def validation_dataset(self, client: int, fraction: float) -> tf.data.Dataset:
+        """A seeded random `fraction` of client `client`'s examples (at least one), once, batched: its
+        local validation subset (FedTiny's adaptive BatchNorm selection); they stay in its training
+        data."""
+        indices = self.partition.client_indices[client]
+        rng = np.random.default_rng([self.seed, client])
+        count = min(len(indices), max(1, math.floor(fraction * len(indices))))
+        chosen = np.sort(rng.choice(indices, count, replace=False))
+        return self.batches(self.dataset.x_train[chosen], self.dataset.y_train[chosen],
+                            self.shuffle_seed(client, 0), 1)
+
+    def server_dataset(self, epochs: int = 1) -> tf.data.Dataset:
+        """The server's held-out examples, `epochs` times in a seeded order, batched."""
+        if self.server is None:
+            raise ValueError("this federation holds no server examples (server_examples_per_class)")
+        server = self.num_clients  # Its order seeded as one more client past the last.
+        return self.batches(self.server.x_train, self.server.y_train, self.shuffle_seed(server, 0), epochs)
 
     def client_datasets(self, clients=None, **kwargs) -> list[tf.data.Dataset]:
         clients = range(self.num_clients) if clients is None else clients

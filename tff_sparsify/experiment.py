@@ -11,6 +11,7 @@ a non-finite global model, stops the run at its last checkpoint (`NonFiniteError
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -70,7 +71,7 @@ def run(
             state = checkpoint.load(state) if history else process.set_model_weights(state, weights)
             evaluator = _Evaluator(setup.task, federated.test_dataset())
             last = config.rounds if stop_after is None else min(config.rounds, len(history) + stop_after)
-            counting = _RoundCounting(config, algorithm, evaluator, history)
+            counting = _RoundCounting(setup, algorithm, evaluator, history)
             callbacks = [checkpoint.save]
             if on_round:
                 callbacks.append(lambda row, state, history: on_round(row))
@@ -78,7 +79,7 @@ def run(
                       unit="round") as bar:
                 callbacks.append(lambda row, state, history: _show(bar, row))
                 state = _train(process, state, client_data, counting, history, last, callbacks)
-        summary = _summary(config, history, counting.ledger, evaluator.num_params)
+        summary = _summary(config, history, counting, evaluator.num_params)
         return _write_results(summary, setup.task, process.get_model_weights(state), history, output_dir)
 
 
@@ -99,9 +100,12 @@ def _federated_data(config: ExperimentConfig) -> data.FederatedData:
     except (ValueError, OSError) as error:  # Named as the config names the file.
         message = str(error)
         raise ValueError("data_path" + message[len("path"):] if message.startswith("path ") else message) from None
+    server = None
+    if config.server_examples:  # Held out of the whole training split, before any scaling.
+        server, dataset = dataset.hold_out_last_per_class(config.server_examples)
     if config.train_examples_per_class is not None:
         dataset = dataset.first_per_class(config.train_examples_per_class)
-    return data.federate(
+    federated = data.federate(
         dataset,
         config.num_clients,
         config.partition,
@@ -110,6 +114,7 @@ def _federated_data(config: ExperimentConfig) -> data.FederatedData:
         batch_size=config.batch_size,
         seed=config.seed,
     )
+    return dataclasses.replace(federated, server=server)
 
 
 def _check_model_fits(name: str, dataset: data.Dataset) -> None:
@@ -168,14 +173,17 @@ def _train(process, state, client_data, counting: _RoundCounting, history: list[
 
 class _RoundCounting:
     """A round's history row: training and test metrics, sparsity, and communication (paper appendix
-    C: the models sent, see `learning.client_work`; clients of an algorithm that uploads masks add
-    one bit per prunable weight)."""
+    C: the models sent and the clients' reports, see `learning.client_work`; clients of an algorithm
+    that uploads masks add one bit per prunable weight). The ledger starts with the algorithm's
+    exchanges before round 1 (`Algorithm.setup_cost`, FedTiny's BatchNorm selection), if any."""
 
-    def __init__(self, config: ExperimentConfig, algorithm: algorithms.Algorithm, evaluator: _Evaluator,
+    def __init__(self, setup: algorithms.Setup, algorithm: algorithms.Algorithm, evaluator: _Evaluator,
                  history: list[dict]):
-        self.config, self.evaluator = config, evaluator
+        self.config, self.evaluator = setup.config, evaluator
         self.mask_bits_per_client = evaluator.num_prunable if algorithm.uploads_masks else 0
-        self.ledger = metrics.CommunicationLedger([metrics.RoundCost.from_dict(r["communication"]) for r in history])
+        self.setup_cost = algorithm.setup_cost(setup) if algorithm.setup_cost else metrics.RoundCost(0, 0, 0, 0, 0)
+        rounds = [metrics.RoundCost.from_dict(r["communication"]) for r in history]
+        self.ledger = metrics.CommunicationLedger([self.setup_cost, *rounds])
 
     def row(self, round_num: int, round_metrics, weights) -> dict:
         row = _history_row(round_num, round_metrics, self.evaluator(weights))
@@ -188,6 +196,7 @@ class _RoundCounting:
             upload_bytes=int(communication["upload_bytes"]),
         ))
         row.update(mbit=cost.mbit, cumulative_mbit=self.ledger.mbit, communication=cost.to_dict(),
+                   report_params=int(communication["report_params"]),
                    update_nonzero=int(communication["update_nonzero"]))
         return row
 
@@ -349,8 +358,9 @@ def _finite_or_none(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: int) -> dict:
+def _summary(config: ExperimentConfig, history: list[dict], counting: _RoundCounting, num_params: int) -> dict:
     last = history[-LAST_ROUNDS_FOR_MEAN:]
+    ledger = counting.ledger
     dense = metrics.dense_fedavg_cost(num_params, config.clients_per_round, len(history)) if history else 0
     return {
         "config": config.to_dict(),
@@ -363,6 +373,7 @@ def _summary(config: ExperimentConfig, history: list[dict], ledger, num_params: 
         "final_nonzero_params": history[-1]["nonzero_params"] if history else None,
         "communication": {
             "params": ledger.params,
+            "setup_params": counting.setup_cost.params,
             "mbit": ledger.mbit,
             "bytes": ledger.bytes,
             "dense_fedavg_params": dense,

@@ -81,22 +81,24 @@ RESNET18_STAGES = (64, 128, 256, 512)
 def resnet18(input_shape=(32, 32, 3), num_classes: int = 10) -> tf.keras.Model:
     """ResNet-18 for small images: conv3x3(64) + BN + ReLU, four stages of two basic blocks (the first
     block of stages 2-4 halves the resolution, with a 1x1 conv + BN shortcut), global average pooling,
-    dense `num_classes`. Convolutions have no bias (the batch norm after each has one)."""
+    dense `num_classes`. Convolutions have no bias (the batch norm after each has one). Layers are
+    named by stage (`stem`, `stage<n>_block<b>_...`, `classifier`): FedTiny adjusts stage by stage."""
 
-    def conv_bn(x, filters, kernel_size, strides):
-        x = layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False)(x)
-        return layers.BatchNormalization()(x)
+    def conv_bn(x, filters, kernel_size, strides, name):
+        x = layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False, name=name)(x)
+        return layers.BatchNormalization(name=f"{name}_bn")(x)
 
     inputs = layers.Input(input_shape)
-    x = layers.ReLU()(conv_bn(inputs, RESNET18_STAGES[0], 3, 1))
-    for stage, filters in enumerate(RESNET18_STAGES):
-        for block in range(2):
-            strides = 2 if stage > 0 and block == 0 else 1
-            shortcut = conv_bn(x, filters, 1, strides) if strides == 2 else x
-            y = layers.ReLU()(conv_bn(x, filters, 3, strides))
-            x = layers.ReLU()(layers.Add()([conv_bn(y, filters, 3, 1), shortcut]))
+    x = layers.ReLU()(conv_bn(inputs, RESNET18_STAGES[0], 3, 1, "stem"))
+    for stage, filters in enumerate(RESNET18_STAGES, start=1):
+        for block in (1, 2):
+            name = f"stage{stage}_block{block}"
+            strides = 2 if stage > 1 and block == 1 else 1
+            shortcut = conv_bn(x, filters, 1, strides, f"{name}_shortcut") if strides == 2 else x
+            y = layers.ReLU()(conv_bn(x, filters, 3, strides, f"{name}_conv1"))
+            x = layers.ReLU()(layers.Add()([conv_bn(y, filters, 3, 1, f"{name}_conv2"), shortcut]))
     x = layers.GlobalAveragePooling2D()(x)
-    return tf.keras.Model(inputs, layers.Dense(num_classes)(x), name="resnet18")
+    return tf.keras.Model(inputs, layers.Dense(num_classes, name="classifier")(x), name="resnet18")
 
 
 MODELS: dict[str, Callable[..., tf.keras.Model]] = {

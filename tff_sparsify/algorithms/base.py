@@ -121,8 +121,8 @@ class Algorithm:
     """One algorithm as the runner, grid, report and command line know it.
 
     `build_process(setup, weights)` returns its `LearningProcess` started from `weights`, the initial
-    weights that `initial_weights(setup)` makes (None: the seeded initialization; SNIP, GraSP and
-    PruneFL choose masks from data). `summary` is its one line in `--help`, with its paper."""
+    weights that `initial_weights(setup)` makes (None: the seeded initialization; SNIP, GraSP,
+    PruneFL and FedTiny choose masks from data). `summary` is its one line in `--help`, with its paper."""
 
     name: str
     summary: str
@@ -131,6 +131,9 @@ class Algorithm:
     initial_weights: Callable[[Setup], Any] | None = None
     run_prefix: str | None = None  # The grid's run names: `global_0.9` (default: the name).
     uploads_masks: bool = False  # Clients upload a binary mask (one bit per prunable weight) too.
+    server_examples_per_class: int = 0  # Labelled examples per class the server needs (FedTiny: 5).
+    # The communication before round 1 (FedTiny's BatchNorm selection), a `metrics.RoundCost`.
+    setup_cost: Callable[[Setup], Any] | None = None
 
     @property
     def prunes(self) -> bool:

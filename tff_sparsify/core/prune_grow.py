@@ -8,7 +8,8 @@ coarse masks of phase 0 and the progressive prune-and-grow of phase 3.
 - `adjustment_fraction`: the cosine decay alpha_t = alpha / 2 (1 + cos(pi t / T_end)); a selected
   layer adjusts K_l = ceil(alpha_t nnz_l) positions (`adjustment_size`).
 - `selected_block`: adjustment round number i (0, 1, ...) adjusts block B - 1 - (i mod B), cycling
-  from the output towards the input.
+  from the output towards the input; `layer_blocks` groups the prunable layers into blocks.
+- `Adjustments`: when rounds adjust (every Delta_R rounds until T_end) and each layer's K_l there.
 - `top_k_inactive`: a client's report, the K entries of largest |g| among its inactive positions.
 - `prune_and_grow`: the server prunes the K active weights of smallest |w| and grows the K inactive
   positions of largest |mean gradient| (grown weights start at 0), so nnz is unchanged.
@@ -18,7 +19,9 @@ tensors run eagerly and inside TFF's TensorFlow computations.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from typing import Sequence
 
 import numpy as np
@@ -72,6 +75,70 @@ def selected_block(adjustment: int, num_blocks: int) -> int:
     output) first, then towards the input, then again from the last."""
     checks.integer("num_blocks", num_blocks)
     return num_blocks - 1 - adjustment % num_blocks
+
+
+def layer_blocks(layer_names: Sequence[str], granularity: str = "block") -> tuple[tuple[int, ...], ...]:
+    """The layers (indices into `layer_names`, input to output) each adjustment changes together.
+
+    `block`: a model whose layers are named `stage<n>_...` (`models.resnet18`) by stage, layers before
+    the first stage going with it and after the last (the classifier) with the last; other models
+    by consecutive pairs from the input (an odd last layer alone). `entire`: all layers at once.
+    `layer`: one layer at a time."""
+    indices = list(range(len(layer_names)))
+    if granularity == "entire":
+        return (tuple(indices),)
+    if granularity == "layer":
+        return tuple((i,) for i in indices)
+    if granularity != "block":
+        raise ValueError(f"granularity must be block, entire or layer, got {granularity!r}")
+    stages = [re.match(r"(?:.*_)?(stage\d+)_", name) for name in layer_names]
+    if not any(stages):
+        return tuple(tuple(indices[i:i + 2]) for i in range(0, len(indices), 2))
+    names = sorted({m.group(1) for m in stages if m}, key=lambda n: int(n[5:]))
+    blocks: dict[str, list[int]] = {n: [] for n in names}
+    current = names[0]
+    for i, match in zip(indices, stages):
+        current = match.group(1) if match else current
+        blocks[current].append(i)
+    return tuple(tuple(b) for b in blocks.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class Adjustments:
+    """FedTiny's progressive pruning schedule. After aggregating round t (t = 1, 2, ...), if t <=
+    `end_round` (T_end) and t mod `every` (Delta_R) == 0, round t + 1 adjusts: its i-th such round
+    (i = t / Delta_R - 1) changes the layers of block `selected_block(i, len(blocks))`, each by
+    K_l = ceil(alpha_t nnz_l) positions. `t` below is the number of rounds aggregated before the
+    adjusting round (a tensor, in TFF computations)."""
+
+    every: int
+    end_round: int
+    alpha: float
+    blocks: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self):
+        checks.integer("adjust_every", self.every)
+        checks.integer("adjust_until", self.end_round)
+        checks.share("adjust_fraction", self.alpha)
+
+    def adjusting(self, t):
+        """Whether the round after `t` aggregated rounds adjusts (a boolean tensor)."""
+        t = tf.cast(t, tf.int32)
+        return (t >= self.every) & (t <= self.end_round) & tf.equal(t % self.every, 0)
+
+    def sizes(self, t, masks: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        """K_l of every layer (int32; 0 outside the selected block and in rounds that do not adjust),
+        from the masks the round starts with."""
+        t = tf.cast(t, tf.int32)
+        block = selected_block(t // self.every - 1, len(self.blocks))
+        fraction = adjustment_fraction(self.alpha, t, self.end_round)
+        block_of = {layer: b for b, layers in enumerate(self.blocks) for layer in layers}
+        sizes = []
+        for layer, mask in enumerate(masks):
+            chosen = self.adjusting(t) & tf.equal(block, block_of.get(layer, -1))
+            size = adjustment_size(fraction, tf.math.count_nonzero(mask))
+            sizes.append(tf.where(chosen, size, 0))
+        return sizes
 
 
 def top_k_inactive(gradient: tf.Tensor, mask: tf.Tensor, k) -> tuple[tf.Tensor, tf.Tensor]:

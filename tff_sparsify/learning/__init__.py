@@ -2,8 +2,10 @@
 hooks, the server's mask updates and finalizer, the majority-vote aggregator, and `compose`, which
 puts them together; `worker_data` lets TFF's worker build the clients' datasets; `abns` is FedTiny's
 adaptive BatchNorm selection. The algorithms (`tff_sparsify.algorithms`) are compositions of these."""
-from tff_sparsify.learning.aggregators import MajorityVoteFactory
-from tff_sparsify.learning.hooks import ClientHooks, LocalPruning, ProximalTerm, SquaredGradients
-from tff_sparsify.learning.mask_updates import KeepMasks, RandomOrder, Readjust, ScheduledMagnitude, VotedMasks
+from tff_sparsify.learning.aggregators import MajorityVoteFactory, MeanPerClientFields
+from tff_sparsify.learning.hooks import ClientHooks, LocalPruning, ProximalTerm, SquaredGradients, TopKGradients
+from tff_sparsify.learning.mask_updates import (
+    KeepMasks, PruneAndGrow, RandomOrder, Readjust, ScheduledMagnitude, VotedMasks,
+)
 from tff_sparsify.learning.process import compose, masked
 from tff_sparsify.learning.task import ModelTask, WeightsLayout

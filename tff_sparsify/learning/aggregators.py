@@ -1,4 +1,5 @@
-"""Majority-vote merging of client models for FedSparsify-Local (paper eq. 2), as a TFF aggregator.
+"""The aggregators beyond TFF's example-weighted mean: majority-vote merging of client models for
+FedSparsify-Local (paper eq. 2), and `MeanPerClientFields` for reports every client counts once in.
 
 Each of the K participating clients sends its weights w_i, a binary mask m_i (1 = kept, 0 = pruned)
 and its example count n_i. For every position the keep share is v = sum_i m_i / K; the position is
@@ -202,3 +203,62 @@ def _pack(type_spec, tensors):
     if isinstance(type_spec, tff.types.StructWithPythonType):
         return tff.types.type_to_py_container(packed, type_spec)
     return packed
+
+
+class MeanPerClientFields(tff.aggregators.WeightedAggregationFactory):
+    """TFF's example-weighted `MeanFactory` for every field of a struct update except `fields`, which
+    are averaged with every client counting once: sum_k x_k / K over the K clients of nonzero weight
+    (a client the client work left out as non-finite does not count). FedTiny's gradient reports are
+    averaged this way (its server averages them per position over the participating clients)."""
+
+    def __init__(self, fields: tuple[str, ...]):
+        self._fields = tuple(fields)
+
+    def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+        names = tff.structure.name_list(value_type)
+        missing = [f for f in self._fields if f not in names]
+        if missing:
+            raise TypeError(f"value_type has no fields {missing}: {value_type}")
+        parts = ([n for n in names if n not in self._fields], list(self._fields))
+        selectors = [_field_selector(value_type, part) for part in parts]
+        processes = [tff.aggregators.MeanFactory().create(s.type_signature.result, weight_type) for s in selectors]
+
+        @tff.tensorflow.computation(weight_type)
+        def counts_once(weight):
+            return tf.cast(weight > 0, weight.dtype)
+
+        @tff.tensorflow.computation(*(s.type_signature.result for s in selectors))
+        def join(by_example, by_client):
+            merged = {**by_example, **by_client}
+            return collections.OrderedDict((n, merged[n]) for n in names)
+
+        @tff.federated_computation
+        def init_fn():
+            return tff.federated_zip(tuple(p.initialize() for p in processes))
+
+        @tff.federated_computation(
+            init_fn.type_signature.result,
+            tff.FederatedType(value_type, tff.CLIENTS),
+            tff.FederatedType(weight_type, tff.CLIENTS),
+        )
+        def next_fn(state, value, weight):
+            weights = (weight, tff.federated_map(counts_once, weight))
+            outputs = [p.next(state[i], tff.federated_map(selectors[i], value), weights[i])
+                       for i, p in enumerate(processes)]
+            result = tff.federated_map(join, tff.federated_zip(tuple(o.result for o in outputs)))
+            return tff.templates.MeasuredProcessOutput(
+                tff.federated_zip(tuple(o.state for o in outputs)), result,
+                tff.federated_zip(tuple(o.measurements for o in outputs)),
+            )
+
+        return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def _field_selector(value_type, fields: list[str]) -> tff.Computation:
+    """A TF computation: a struct of `value_type` -> an OrderedDict of its `fields`."""
+
+    @tff.tensorflow.computation(value_type)
+    def select(value):
+        return collections.OrderedDict((f, value[f]) for f in fields)
+
+    return select

@@ -10,8 +10,9 @@ Every client sends its model: `ClientResult.update` is an `OrderedDict` with
   client's own pruning, FedSparsify-Local), `final` is the model within the client's new masks;
 - `masks` (with an after-training step): one binary mask per trainable tensor (all ones for biases),
   for the server's majority vote (paper eq. 2);
-- one entry per report (e.g. `squared_gradients`, PruneFL), per prunable kernel in layout order;
-  reports are not counted below;
+- one entry per report (e.g. `squared_gradients`, PruneFL; `top_k_gradients`, FedTiny), per
+  prunable kernel in layout order; what a report puts on the wire (`ClientReport.finish`) is
+  counted in the upload and in `report_params`;
 - `statistics` (models with BatchNorm): the BatchNorm moving means and variances the client holds
   after local training, as values (not deltas). The aggregators average them example-weighted and
   the finalizer sets them (README, Measures, "BatchNorm statistics"; the authors' FedAvg over all
@@ -25,7 +26,8 @@ Measurements, summed over the round's clients, feed the communication-cost accou
 appendix C, `tff_sparsify.core.metrics`), on one basis for every algorithm: the model sent.
 `download_params` and `upload_params` count the parameters of the model received and of the model
 sent (the kernel positions their masks keep, all other trainable weights, the BatchNorm
-statistics), so dense FedAvg counts exactly 2 x clients x parameters per round. `update_nonzero`,
+statistics), plus what the reports send, so dense FedAvg counts exactly 2 x clients x parameters
+per round. `update_nonzero`,
 for information, counts the nonzeros of the delta (zero wherever a client's data never reaches a
 weight), which is not what the paper counts. `download_bytes` and `upload_bytes` are the sizes of
 the cheapest lossless per-tensor encoding (dense, bitmap or coordinate list; `metrics.encoded_bytes`)
@@ -105,8 +107,10 @@ def build_masked_client_work(
             update = collections.OrderedDict(weights=[a - b for a, b in zip(initial_weights.trainable, final)])
             if hooks.after_training:
                 update["masks"] = layout.full_masks(final, kernel_masks)
+            report_params = report_bytes = tf.constant(0, tf.int64)
             for report, value in zip(hooks.reports, reports):
-                update[report.name] = list(value)
+                update[report.name], params, size = report.finish(round_num, list(value), broadcast_masks)
+                report_params, report_bytes = report_params + params, report_bytes + size
             statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
             if statistics:
                 update["statistics"] = statistics
@@ -121,10 +125,11 @@ def build_masked_client_work(
                 download_params=_params_sent(
                     layout, initial_weights.trainable, broadcast_masks, broadcast_statistics
                 ),
-                upload_params=_params_sent(layout, final, kernel_masks, statistics),
+                upload_params=_params_sent(layout, final, kernel_masks, statistics) + report_params,
+                report_params=report_params,
                 update_nonzero=pruning.count_nonzero(update["weights"]),
                 download_bytes=metrics.encoded_bytes([*initial_weights.trainable, *broadcast_statistics]),
-                upload_bytes=metrics.encoded_bytes([*final, *statistics]),
+                upload_bytes=metrics.encoded_bytes([*final, *statistics]) + report_bytes,
             )
             nonfinite = tf.cast(tf.logical_not(finite), tf.int32)
             return result, model.report_local_unfinalized_metrics(), communication, nonfinite

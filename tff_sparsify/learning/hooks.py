@@ -4,8 +4,9 @@
 - a gradient transform, applied to each step's gradients before masking (`ProximalTerm`, FedProx);
 - a step after training that sets the client's own masks (`LocalPruning`, FedSparsify-Local); the
   client then sends its masks, and reads the round number (`counts_rounds`);
-- reports accumulated over the local steps from the kernels' dense gradients, sent in the update
-  under their name (`SquaredGradients`, PruneFL).
+- reports accumulated over the local steps from the kernels' dense gradients, finished after
+  training and sent in the update under their name (`SquaredGradients`, PruneFL; `TopKGradients`,
+  FedTiny).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Protocol
 
 import tensorflow as tf
 
-from tff_sparsify.core import pruning, schedules
+from tff_sparsify.core import metrics, prune_grow, pruning, schedules
 from tff_sparsify.learning import targets
 
 
@@ -32,12 +33,17 @@ class AfterTraining(Protocol):
 
 class ClientReport(Protocol):
     name: str
+    counts_rounds: bool  # Whether `finish` reads the round.
 
     def initial(self, kernels: list) -> list:
         """The report before the first step."""
 
     def accumulate(self, report: list, kernel_gradients: list) -> list:
         """The report after one more step, from its kernels' dense (unmasked) loss gradients."""
+
+    def finish(self, round_num, report: list, masks: list) -> tuple[list, tf.Tensor, tf.Tensor]:
+        """The report as sent after training (one tensor per kernel), with the parameters and bytes
+        it puts on the wire (int64 scalars, counted as upload)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +56,8 @@ class ClientHooks:
 
     @property
     def counts_rounds(self) -> bool:
-        return bool(self.after_training and self.after_training.counts_rounds)
+        return bool(self.after_training and self.after_training.counts_rounds) or any(
+            r.counts_rounds for r in self.reports)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +92,42 @@ class SquaredGradients:
     (the original PruneFL sends importances at readjustment rounds only)."""
 
     name = "squared_gradients"
+    counts_rounds = False
 
     def initial(self, kernels):
         return [tf.zeros_like(k) for k in kernels]
 
     def accumulate(self, report, kernel_gradients):
         return [s + tf.square(g) for s, g in zip(report, kernel_gradients)]
+
+    def finish(self, round_num, report, masks):
+        return report, tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKGradients:
+    """FedTiny's client report in an adjusting round (`prune_grow.Adjustments`): the dense loss
+    gradient of the last batch of local training, of the selected block's kernels only, restricted
+    to inactive positions (mask 0), its K_l entries of largest |g| (`prune_grow.top_k_inactive`),
+    sent as (int32 index, float32 value) pairs: K_l parameters and 8 K_l bytes per layer. It travels
+    in the update as a dense tensor per kernel, zero elsewhere (all zero in other rounds), so that
+    the server's per-position mean counts a client that did not report a position as 0."""
+
+    adjustments: prune_grow.Adjustments
+    name = "top_k_gradients"
+    counts_rounds = True
+
+    def initial(self, kernels):
+        return [tf.zeros_like(k) for k in kernels]
+
+    def accumulate(self, report, kernel_gradients):
+        return list(kernel_gradients)  # The last step's: what the client holds after its last batch.
+
+    def finish(self, round_num, report, masks):
+        sent, entries = [], tf.constant(0, tf.int64)
+        for gradient, mask, k in zip(report, masks, self.adjustments.sizes(round_num, masks)):
+            indices, values = prune_grow.top_k_inactive(gradient, mask, k)
+            flat = tf.scatter_nd(indices[:, None], values, [tf.size(gradient)])
+            sent.append(tf.reshape(flat, tf.shape(gradient)))
+            entries += tf.size(indices, out_type=tf.int64)
+        return sent, entries, entries * (metrics.INDEX_BYTES + values.dtype.size)

@@ -14,7 +14,7 @@ from typing import Protocol, Sequence
 import tensorflow as tf
 
 from tff_sparsify import checks
-from tff_sparsify.core import pruning, schedules
+from tff_sparsify.core import prune_grow, pruning, schedules
 from tff_sparsify.learning import targets
 from tff_sparsify.learning.task import WeightsLayout
 
@@ -112,4 +112,29 @@ class Readjust:
             lambda: pruning.magnitude_masks(importance, self.sparsity),  # Regrowth allowed.
             lambda: current,
         )
+        return new_masks, tf.constant(self.sparsity, tf.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneAndGrow:
+    """FedTiny's progressive pruning (Huang et al., 2023, phase 3): after an adjusting round (see
+    `prune_grow.Adjustments`), each layer of the selected block prunes its K_l active weights of
+    smallest |w| and grows the K_l inactive positions of largest |mean reported gradient| (the
+    update's `top_k_gradients`, averaged over the clients); grown weights start at 0, nnz is
+    unchanged. The current masks on other rounds. The target is the fixed sparsity 1 - d."""
+
+    adjustments: prune_grow.Adjustments
+    sparsity: float
+    counts_rounds = True
+
+    def __call__(self, round_num, kernels, masks, update, layout):
+        aggregated = round_num - 1  # Rounds aggregated before the round that just ended.
+        new_masks = []
+        for kernel, mask, gradient, k in zip(kernels, masks, update["top_k_gradients"],
+                                             self.adjustments.sizes(aggregated, masks)):
+            new_masks.append(tf.cond(
+                k > 0,
+                lambda: prune_grow.prune_and_grow(kernel, mask, gradient, k)[1],
+                lambda: tf.cast(mask, tf.float32),
+            ))
         return new_masks, tf.constant(self.sparsity, tf.float64)
