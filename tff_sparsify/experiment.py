@@ -69,7 +69,7 @@ def run(
             process = client_data.compose(algorithm.build_process(setup, weights), config.local_epochs)
             state = process.initialize()
             state = checkpoint.load(state) if history else process.set_model_weights(state, weights)
-            evaluator = _Evaluator(setup.task, federated.test_dataset())
+            evaluator = _Evaluator(setup.task, federated.test_dataset(), config.batch_size)
             last = config.rounds if stop_after is None else min(config.rounds, len(history) + stop_after)
             counting = _RoundCounting(setup, algorithm, evaluator, history)
             callbacks = [checkpoint.save]
@@ -195,9 +195,14 @@ class _RoundCounting:
             download_bytes=int(communication["download_bytes"]),
             upload_bytes=int(communication["upload_bytes"]),
         ))
+        compute = round_metrics["client_work"]["compute"]
+        clients = max(int(communication["clients"]), 1)
         row.update(mbit=cost.mbit, cumulative_mbit=self.ledger.mbit, communication=cost.to_dict(),
                    report_params=int(communication["report_params"]),
-                   update_nonzero=int(communication["update_nonzero"]))
+                   update_nonzero=int(communication["update_nonzero"]),
+                   train_flops=float(compute["train_flops"]), dense_train_flops=float(compute["dense_train_flops"]),
+                   memory_bytes=int(compute["memory_bytes"]) // clients,
+                   dense_memory_bytes=int(compute["dense_memory_bytes"]) // clients)
         return row
 
 
@@ -321,12 +326,13 @@ def _format(value: float | None) -> str:
 class _Evaluator:
     """Test loss and accuracy of global model weights, in a wrapped Keras model."""
 
-    def __init__(self, task: learning.ModelTask, test_dataset: tf.data.Dataset):
+    def __init__(self, task: learning.ModelTask, test_dataset: tf.data.Dataset, batch_size: int):
         self.model = task.wrapped_keras_model()
         # Parameters as the paper counts them: trainable weights and BatchNorm statistics.
         sent = [*self.model.trainable_weights, *models.batch_norm_statistics(self.model)]
         self.num_params = sum(int(np.prod(v.shape)) for v in sent)
         self.num_prunable = sum(int(np.prod(k.shape)) for k in models.prunable_weights(self.model))
+        self.activation_bytes = models.activation_bytes(self.model, batch_size)
         self.model.compile(loss=task.loss_fn(), metrics=task.metrics_fn())
         self.test_dataset = test_dataset.map(lambda batch: (batch["x"], batch["y"]))
 
@@ -379,7 +385,26 @@ def _summary(config: ExperimentConfig, history: list[dict], counting: _RoundCoun
             "dense_fedavg_params": dense,
             "times_less_than_dense_fedavg": ledger.ratio_to(dense) if history else None,
         },
+        "compute": _compute_summary(history, counting.evaluator.activation_bytes),
         "seconds": round(sum(r["seconds"] for r in history), 1),
+    }
+
+
+def _compute_summary(history: list[dict], activation_bytes: int) -> dict:
+    """Training FLOPs over the run and the peak on-device memory of a client, each beside dense
+    training's (FedTiny's measures; see `learning.client_work`); activations apart. Rows of a version
+    that did not measure them count as unmeasured (None)."""
+    if not history or any("train_flops" not in r for r in history):
+        return {"train_flops": None, "flops_relative_to_dense": None, "peak_memory_bytes": None,
+                "memory_relative_to_dense": None, "activation_bytes": activation_bytes}
+    flops = sum(r["train_flops"] for r in history)
+    peak = max(r["memory_bytes"] for r in history)
+    return {
+        "train_flops": flops,
+        "flops_relative_to_dense": flops / sum(r["dense_train_flops"] for r in history),
+        "peak_memory_bytes": peak,
+        "memory_relative_to_dense": peak / history[0]["dense_memory_bytes"],
+        "activation_bytes": activation_bytes,
     }
 
 

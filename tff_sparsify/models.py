@@ -13,6 +13,7 @@ its masks are controlled by FedSparsify (never by TFMOT's schedule) and it train
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import tensorflow as tf
@@ -198,6 +199,13 @@ def batch_norm_statistics(model: tf.keras.Model) -> list[tf.Variable]:
         for v in (layer.moving_mean, layer.moving_variance)
     }
     return [v for v in model.non_trainable_weights if v.ref() in statistics]
+
+
+def activation_bytes(model: tf.keras.Model, batch_size: int) -> int:
+    """Float32 bytes of the outputs of every layer of `model` for one batch of `batch_size`: what
+    training keeps for the backward pass (an upper bound: in-place activations share buffers)."""
+    outputs = [layer.output_shape for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
+    return 4 * batch_size * sum(math.prod(shape[1:]) for shape in outputs)
 
 
 def initial_model_weights(model: tf.keras.Model):

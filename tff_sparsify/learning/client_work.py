@@ -18,6 +18,19 @@ Every client sends its model: `ClientResult.update` is an `OrderedDict` with
   the finalizer sets them (README, Measures, "BatchNorm statistics"; the authors' FedAvg over all
   weights).
 
+`compute` measures the round's training FLOPs, summed over its clients (`train_flops`): per example
+3 passes through the kernels at the broadcast masks (forward, activation gradient, weight gradient
+at the kept positions; 2 FLOPs per multiply-add, `ModelTask.kernel_costs`), plus the dense weight
+gradients a report needs (`ClientReport.gradient_flops`: PruneFL every step, FedTiny one batch of
+the selected block in adjusting rounds); `dense_train_flops` is dense training of the same
+examples. Biases, BatchNorm and activations are not counted (their cost is the same for every
+algorithm and small beside the kernels').
+`memory_bytes` is each client's on-device footprint while it trains (analytic, FedTiny's measure),
+summed over the clients: the model and its gradient at the broadcast masks in their cheapest
+encoding (`metrics.encoded_bytes`), the optimizer's slots per kept weight, the BatchNorm statistics
+and the reports' buffers (`ClientReport.buffer_bytes`: PruneFL's dense gradient and sum of squares,
+FedTiny's K entries); activations depend on the batch, not on the algorithm, and are reported apart.
+
 A client whose update holds a NaN or an infinity (a diverging learning rate, a corrupt example) sends
 zeros with weight 0, so the weighted aggregators leave it out (as TFF's own client work does); the
 `nonfinite_clients` measurement counts such clients.
@@ -36,6 +49,7 @@ of the same models' values.
 from __future__ import annotations
 
 import collections
+import math
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -59,6 +73,11 @@ def build_masked_client_work(
         metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(tff_model.metric_finalizers())
     weights_type = tff.learning.models.weights_type_from_model(tff_model)
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(tff_model.input_spec))
+    flops_per_weight = [2 * c for c in task.kernel_costs]  # A multiply-add is 2 FLOPs.
+    optimizer_slots = _slots_per_weight(optimizer, weights_type)
+    weights, statistics = (sum(math.prod(t.shape) for t in types) for types in (
+        weights_type.trainable, layout.statistics(weights_type.non_trainable)))
+    dense_memory_bytes = 4 * ((2 + optimizer_slots) * weights + statistics)  # Dense float32 training.
 
     def train(round_num, initial_weights, dataset):
         model = task.tff_model()
@@ -71,7 +90,7 @@ def build_masked_client_work(
             masks = layout.full_masks(model_weights.trainable, layout.masks(initial_weights.non_trainable))
 
             def step(state, batch):
-                num_examples, optimizer_state, reports = state
+                num_examples, _, optimizer_state, reports = state
                 with tf.GradientTape() as tape:
                     output = model.forward_pass(batch, training=True)
                 gradients = tape.gradient(output.loss, model_weights.trainable)
@@ -87,11 +106,13 @@ def build_masked_client_work(
                 )
                 for variable, value in zip(model_weights.trainable, updated):
                     variable.assign(value)
-                return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state, reports
+                batch_examples = tf.cast(output.num_examples, tf.int64)
+                return num_examples + batch_examples, batch_examples, optimizer_state, reports
 
             kernels = layout.kernels(initial_weights.trainable)
-            num_examples, _, reports = dataset.reduce(
+            num_examples, last_batch, _, reports = dataset.reduce(
                 (
+                    tf.constant(0, tf.int64),
                     tf.constant(0, tf.int64),
                     optimizer.initialize(trainable_specs),
                     tuple(tuple(r.initial(kernels)) for r in hooks.reports),  # Tuples: lists would stack.
@@ -108,9 +129,12 @@ def build_masked_client_work(
             if hooks.after_training:
                 update["masks"] = layout.full_masks(final, kernel_masks)
             report_params = report_bytes = tf.constant(0, tf.int64)
+            train_flops = tf.cast(num_examples, tf.float64) * 3 * _masked_flops(broadcast_masks, flops_per_weight)
             for report, value in zip(hooks.reports, reports):
                 update[report.name], params, size = report.finish(round_num, list(value), broadcast_masks)
                 report_params, report_bytes = report_params + params, report_bytes + size
+                train_flops += report.gradient_flops(round_num, broadcast_masks, flops_per_weight, num_examples,
+                                                     last_batch)
             statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
             if statistics:
                 update["statistics"] = statistics
@@ -131,8 +155,19 @@ def build_masked_client_work(
                 download_bytes=metrics.encoded_bytes([*initial_weights.trainable, *broadcast_statistics]),
                 upload_bytes=metrics.encoded_bytes([*final, *statistics]) + report_bytes,
             )
+            model_bytes = metrics.encoded_bytes(initial_weights.trainable)
+            kept = tf.cast(_params_sent(layout, initial_weights.trainable, broadcast_masks, []), tf.int64)
+            compute = collections.OrderedDict(
+                memory_bytes=(2 * model_bytes + 4 * optimizer_slots * kept  # Weights, gradients, slots.
+                              + 4 * sum(tf.size(s, out_type=tf.int64) for s in broadcast_statistics)
+                              + sum(r.buffer_bytes(round_num, broadcast_masks) for r in hooks.reports)),
+                dense_memory_bytes=tf.constant(dense_memory_bytes, tf.int64),
+                train_flops=train_flops,
+                dense_train_flops=tf.cast(num_examples, tf.float64) * 3 * sum(
+                    c * float(k.shape.num_elements()) for c, k in zip(flops_per_weight, kernels)),
+            )
             nonfinite = tf.cast(tf.logical_not(finite), tf.int32)
-            return result, model.report_local_unfinalized_metrics(), communication, nonfinite
+            return result, model.report_local_unfinalized_metrics(), communication, compute, nonfinite
 
         return local_training()
 
@@ -162,17 +197,33 @@ def build_masked_client_work(
             state = tff.federated_map(tff.tensorflow.computation(lambda r: r + 1, tf.int32), state)
         else:
             arguments = (weights, client_data)
-        results, model_outputs, communication, nonfinite = tff.federated_map(client_update, arguments)
+        results, model_outputs, communication, compute, nonfinite = tff.federated_map(client_update, arguments)
         measurements = tff.federated_zip(
             collections.OrderedDict(
                 train=metrics_aggregation_fn(model_outputs),
                 communication=tff.federated_sum(communication),
+                compute=tff.federated_sum(compute),
                 nonfinite_clients=tff.federated_sum(nonfinite),
             )
         )
         return tff.templates.MeasuredProcessOutput(state, results, measurements)
 
     return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+
+
+def _slots_per_weight(optimizer, weights_type) -> int:
+    """How many values the optimizer keeps per trainable weight (SGD 0, momentum 1, Adam 2)."""
+    specs = tuple(tf.TensorSpec(t.shape, t.dtype) for t in weights_type.trainable)
+    with tf.Graph().as_default():
+        state = optimizer.initialize(specs)
+    total = sum(t.shape.num_elements() for t in tf.nest.flatten(state) if getattr(t, "shape", ()) != ())
+    return total // sum(s.shape.num_elements() for s in specs)
+
+
+def _masked_flops(masks, flops_per_weight) -> tf.Tensor:
+    """Per example, the FLOPs of one pass through the kernels at their masks: sum_l flops_l nnz_l.
+    Training costs 3 passes (forward, activation gradient, weight gradient at the kept positions)."""
+    return tf.add_n([c * tf.cast(tf.math.count_nonzero(m), tf.float64) for m, c in zip(masks, flops_per_weight)])
 
 
 def _params_sent(layout, trainable, kernel_masks, statistics) -> tf.Tensor:

@@ -45,6 +45,14 @@ class ClientReport(Protocol):
         """The report as sent after training (one tensor per kernel), with the parameters and bytes
         it puts on the wire (int64 scalars, counted as upload)."""
 
+    def gradient_flops(self, round_num, masks: list, flops_per_weight: list, examples, last_batch) -> tf.Tensor:
+        """The FLOPs of the dense weight gradients the report needs beyond the masked ones (float64),
+        for a client that trained on `examples` examples, `last_batch` of them in its last batch;
+        `flops_per_weight` is 2 x the multiply-adds of one weight per example, per kernel."""
+
+    def buffer_bytes(self, round_num, masks: list) -> tf.Tensor:
+        """The bytes of the buffers the report needs on the device beyond the model's (int64)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class ClientHooks:
@@ -103,6 +111,13 @@ class SquaredGradients:
     def finish(self, round_num, report, masks):
         return report, tf.constant(0, tf.int64), tf.constant(0, tf.int64)
 
+    def gradient_flops(self, round_num, masks, flops_per_weight, examples, last_batch):
+        return tf.cast(examples, tf.float64) * _pruned_flops(masks, flops_per_weight)  # Every step.
+
+    def buffer_bytes(self, round_num, masks):
+        """A dense gradient buffer and the dense sum of squares, float32."""
+        return tf.constant(2 * 4 * sum(m.shape.num_elements() for m in masks), tf.int64)
+
 
 @dataclasses.dataclass(frozen=True)
 class TopKGradients:
@@ -131,3 +146,22 @@ class TopKGradients:
             sent.append(tf.reshape(flat, tf.shape(gradient)))
             entries += tf.size(indices, out_type=tf.int64)
         return sent, entries, entries * (metrics.INDEX_BYTES + values.dtype.size)
+
+    def gradient_flops(self, round_num, masks, flops_per_weight, examples, last_batch):
+        selected = [tf.cast(k > 0, tf.float64) for k in self.adjustments.sizes(round_num, masks)]
+        return tf.cast(last_batch, tf.float64) * _pruned_flops(masks, flops_per_weight, selected)
+
+    def buffer_bytes(self, round_num, masks):
+        """The K_l (index, value) pairs of the selected block."""
+        sizes = self.adjustments.sizes(round_num, masks)
+        return tf.cast(tf.add_n(sizes), tf.int64) * (metrics.INDEX_BYTES + 4)
+
+
+def _pruned_flops(masks, flops_per_weight, selected=None) -> tf.Tensor:
+    """Per example, the FLOPs of the weight gradient at the pruned positions of the (`selected`)
+    kernels: sum_l selected_l flops_l (n_l - nnz_l)."""
+    selected = selected or [1.0] * len(masks)
+    return tf.add_n([
+        tf.cast(s, tf.float64) * c * tf.cast(tf.size(m) - tf.math.count_nonzero(m, dtype=tf.int32), tf.float64)
+        for m, c, s in zip(masks, flops_per_weight, selected)
+    ])
