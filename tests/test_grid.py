@@ -7,7 +7,7 @@ from tff_sparsify import cli, grid
 
 
 def test_grid_has_every_cell_of_the_paper():
-    cells = grid.paper_grid()
+    cells = {name: fields for name, fields in grid.paper_grid().items() if not name.startswith("fedtiny_")}
     # 3 environments x 2 federations x 2 distributions x (2 dense + 8 pruning algorithms x 5 sparsities).
     assert len(cells) == 3 * 2 * 2 * (2 + 8 * 5) == 504
     groups = sorted({name.split("/")[0] for name in cells})
@@ -20,6 +20,24 @@ def test_grid_has_every_cell_of_the_paper():
     runs = {name.split("/")[1] for name in cells if name.startswith("cifar10_iid/")}
     assert {"fedavg", "fedprox", "global_0.85", "local_0.99", "oneshot_finetune_0.8", "prunefl_0.95"} <= runs
     assert len(runs) == 42
+
+
+def test_fedtiny_cells_compare_its_ablations_and_baselines_on_one_partition():
+    cells = grid.fedtiny_grid({"fashion_mnist": "f.npz"})
+    assert set(cells) <= set(grid.paper_grid({"fashion_mnist": "f.npz"}))
+    assert len(cells) == 6 + 12 + 6  # CIFAR-10 at d = 0.01; FashionMNIST Dirichlet at 0.01, 0.05; non-IID at 0.01.
+    chosen = grid.select(cells, ["fedtiny_fashion_mnist_dirichlet/*_0.99"])
+    assert sorted(n.split("/")[1] for n in chosen) == [
+        "fedtiny_0.99", "fedtiny_noabns_0.99", "fedtiny_static_0.99", "global_0.99", "prunefl_0.99", "snip_0.99"]
+    partitions = {(c.partition, c.alpha, c.seed, c.server_examples, c.train_examples_per_class, c.data_path)
+                  for c in chosen.values()}
+    assert partitions == {("dirichlet", 0.5, 1990, 5, 500, "f.npz")}
+    group = "fedtiny_fashion_mnist_dirichlet"
+    assert chosen[f"{group}/fedtiny_noabns_0.99"].options.adaptive_bn is False
+    assert chosen[f"{group}/fedtiny_static_0.99"].options.progressive is False
+    assert chosen[f"{group}/fedtiny_0.99"].options.adjust_every == chosen[f"{group}/prunefl_0.99"].options.readjust_every == 2
+    preset = grid.select(cells, ["fedtiny_cifar10_resnet18/fedtiny_0.99"])["fedtiny_cifar10_resnet18/fedtiny_0.99"]
+    assert (preset.dataset, preset.model, preset.rounds, preset.options.final_sparsity) == ("cifar10", "resnet18", 100, 0.99)
 
 
 def test_cells_carry_the_papers_hyperparameters():

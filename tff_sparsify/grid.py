@@ -110,6 +110,58 @@ def paper_grid(data_paths: dict[str, str] | None = None, **overrides) -> dict[st
                     if sparsity is not None:
                         fields["final_sparsity"] = sparsity
                     cells[f"{group}/{run_name(algorithm, sparsity)}"] = fields
+    cells.update(fedtiny_grid(data_paths, **overrides))
+    return cells
+
+
+# FedTiny (Huang et al., 2023): its paper-like setting, and the CPU-scaled comparison run here.
+FEDTINY_DENSITIES = (0.01, 0.05)
+FEDTINY_VARIANTS = {  # Run name prefix -> FedTiny's options (its ablations).
+    "fedtiny": {},
+    "fedtiny_noabns": {"adaptive_bn": False},
+    "fedtiny_static": {"progressive": False},
+}
+FEDTINY_BASELINES = ("fedsparsify_global", "prunefl", "snip")
+FEDTINY_GROUPS = {
+    # The paper's setting: CIFAR-10, ResNet-18, Dirichlet(0.5), 10 clients, 100 rounds of 5 epochs,
+    # batch 64, Delta_R = 10 until T_end = 100 (a GPU's work).
+    "fedtiny_cifar10_resnet18": dict(
+        dataset="cifar10", model="resnet18", partition="dirichlet", alpha=0.5, num_clients=10, rounds=100,
+        local_epochs=5, batch_size=64, client_learning_rate=0.01, server_examples_per_class=5,
+        adjust_every=10, adjust_until=100, readjust_every=10, densities=(0.01,)),
+    # CPU-scaled (about 20 minutes a run on 2 cores): the paper's BatchNorm CNN on the first 500
+    # FashionMNIST examples of each class, 20 rounds of 4 epochs, Delta_R = 2 until T_end = 20.
+    "fedtiny_fashion_mnist_dirichlet": dict(
+        dataset="fashion_mnist", model="cnn", train_examples_per_class=500, partition="dirichlet", alpha=0.5,
+        num_clients=10, rounds=20, local_epochs=4, batch_size=32, client_learning_rate=0.02,
+        server_examples_per_class=5, adjust_every=2, adjust_until=20, readjust_every=2,
+        densities=FEDTINY_DENSITIES),
+    "fedtiny_fashion_mnist_noniid2": dict(
+        dataset="fashion_mnist", model="cnn", train_examples_per_class=500, partition="label_skew",
+        classes_per_client=2, num_clients=10, rounds=20, local_epochs=4, batch_size=32,
+        client_learning_rate=0.02, server_examples_per_class=5, adjust_every=2, adjust_until=20,
+        readjust_every=2, densities=(0.01,)),
+}
+
+
+def fedtiny_grid(data_paths: dict[str, str] | None = None, **overrides) -> dict[str, dict]:
+    """The FedTiny comparison cells, `"<group>/<run>" -> fields`: FedTiny, its ablations without
+    adaptive BatchNorm selection and without progressive pruning, and FedSparsify-Global, PruneFL
+    (readjusting every Delta_R rounds) and SNIP at s_f = 1 - d, all on one partition (every cell
+    holds the same server examples out). Options an algorithm does not take are dropped by `select`."""
+    cells = {}
+    for group, setting in FEDTINY_GROUPS.items():
+        setting = dict(setting)
+        densities = setting.pop("densities")
+        common = {**setting, "data_path": (data_paths or {}).get(setting["dataset"])}
+        for density in densities:
+            sparsity = round(1 - density, 6)
+            for prefix, options in FEDTINY_VARIANTS.items():
+                fields = {**common, "algorithm": "fedtiny", **options, **overrides, "final_sparsity": sparsity}
+                cells[f"{group}/{prefix}_{sparsity:g}"] = fields
+            for algorithm in FEDTINY_BASELINES:
+                fields = {**common, "algorithm": algorithm, **overrides, "final_sparsity": sparsity}
+                cells[f"{group}/{run_name(algorithm, sparsity)}"] = fields
     return cells
 
 

@@ -37,7 +37,9 @@ def plot_history(history: list[dict], path: str, title: str = "") -> None:
 
 
 def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: str) -> None:
-    """Two panels across runs: accuracy vs sparsity, and accuracy vs cumulative Mbit per run.
+    """Three panels across runs: accuracy vs sparsity, accuracy vs cumulative Mbit per run, and
+    accuracy vs training FLOPs relative to dense training, each point labelled with its peak
+    on-device memory relative to dense (runs of versions that did not measure them are left out).
 
     `rows` are `report` rows (with `run`, `method`, `sparsity`, `accuracy`, `rounds`); `histories`
     maps each row's `run` to its history. A method has one colour in both panels and one entry in
@@ -46,7 +48,7 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
     """
     methods = sorted({r["method"] for r in rows})
     colours = {method: f"C{i % 10}" for i, method in enumerate(methods)}
-    fig, (sparsity_ax, comm_ax) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"wspace": 0.45})
+    fig, (sparsity_ax, comm_ax, flops_ax) = plt.subplots(1, 3, figsize=(20, 5), gridspec_kw={"wspace": 0.45})
     for method in methods:
         points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["method"] == method)
         if all(sparsity == 0 for sparsity, _ in points):  # Dense baselines: a reference line.
@@ -72,11 +74,19 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
     comm_ax.set_xscale("log")
     comm_ax.set(xlabel="cumulative communication (Mbit, log scale)", ylabel="test accuracy", ylim=(0, 1),
                 title="accuracy vs communication")
-    for ax in (sparsity_ax, comm_ax):
+    for row in rows:
+        if row.get("flops_x") is not None:
+            flops_ax.plot(row["flops_x"], row["accuracy"], "o", color=colours[row["method"]])
+            flops_ax.annotate(f"{row['run']} (memory x{row['memory_x']:.3f})", (row["flops_x"], row["accuracy"]),
+                              xytext=(4, 4), textcoords="offset points", fontsize=7, color=colours[row["method"]])
+    flops_ax.set_xscale("log")
+    flops_ax.set(xlabel="training FLOPs relative to dense training (log scale)",
+                 ylabel=f"test accuracy (mean of last {last} rounds)", title="accuracy vs training compute")
+    for ax in (sparsity_ax, comm_ax, flops_ax):
         ax.grid(alpha=0.3)
     handles, labels = sparsity_ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
-    fig.subplots_adjust(left=0.06, right=0.88, bottom=0.2, top=0.92)  # Room for the labels and legend.
+    fig.subplots_adjust(left=0.05, right=0.95, bottom=0.2, top=0.92)  # Room for the labels and legend.
     _save(fig, path, tight=False)
 
 

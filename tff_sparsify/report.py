@@ -46,6 +46,9 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
         "params": summary["final_nonzero_params"],
         "comm_params": summary["communication"]["params"],
         "comm_mbit": summary["communication"]["mbit"],
+        # Training FLOPs and peak device memory relative to dense training (None: not measured).
+        "flops_x": summary.get("compute", {}).get("flops_relative_to_dense"),
+        "memory_x": summary.get("compute", {}).get("memory_relative_to_dense"),
         "gzip_mb": exported["tflite_size"]["gzip_bytes"] / 1e6,
         "tflite_mb": exported["tflite_size"]["raw_bytes"] / 1e6,
         "latency_ms": bench.median_ms,
@@ -90,20 +93,27 @@ def markdown(rows: list[dict]) -> str:
     """The table as Markdown, in the paper's layout."""
     last = last_rounds_label(r["rounds"] for r in rows)
     header = (f"| run | sparsity | accuracy (last {last} / final) | params | comm. cost (M params) | "
+              "training FLOPs (x dense) | device memory (x dense) | "
               "gzip size (MB) | latency (ms) | throughput (items/s) |")
-    lines = [header, "|" + " --- |" * 8]
+    lines = [header, "|" + " --- |" * 10]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['sparsity']:.4f} | {r['accuracy']:.4f} / {r['final_accuracy']:.4f} | "
             f"{r['params']:,} (x{r['params_x']:.2f}) | {r['comm_params'] / 1e6:,.1f} (x{r['comm_params_x']:.2f}) | "
+            f"{_ratio(r['flops_x'])} | {_ratio(r['memory_x'])} | "
             f"{r['gzip_mb']:.3f} (x{r['gzip_mb_x']:.2f}) | {r['latency_ms']:.3f} (x{r['latency_ms_x']:.2f}) | "
             f"{r['items_per_s']:,.0f} (x{r['items_per_s_x']:.2f}) |"
         )
     batch, threads, runtime = rows[0]["batch_size"], rows[0]["threads"], rows[0]["runtime"]
     lines.append(f"\nAccuracy: mean test accuracy of the last {last} rounds / final "
                  f"round. Latency: median per batch of {batch}, {threads} thread(s), {runtime} interpreter. "
-                 "Factors (x) relative to the first row.")
+                 "Training FLOPs over the run and peak on-device memory (activations apart) relative to dense "
+                 "training; other factors (x) relative to the first row.")
     return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def write_table(run_dirs: list[str], output_dir: str, **kwargs) -> list[dict]:
