@@ -126,7 +126,7 @@ def _initial_weights(setup):
         recalibrate=options.adaptive_bn, epochs=options.recalibration_epochs,
     )
     print(f"fedtiny: candidate {selection.index} selected, validation losses "
-          f"{', '.join(f'{loss:.4f}' for loss in selection.losses)}", flush=True)
+          f"{', '.join(f'{loss:.6f}' for loss in selection.losses)}", flush=True)
     return selection.weights
 
 
