@@ -31,11 +31,11 @@ def test_fedtiny_cells_compare_its_ablations_and_baselines_on_one_partition():
         "fedtiny_0.99", "fedtiny_noabns_0.99", "fedtiny_static_0.99", "global_0.99", "prunefl_0.99", "snip_0.99"]
     partitions = {(c.partition, c.alpha, c.seed, c.server_examples, c.train_examples_per_class, c.data_path)
                   for c in chosen.values()}
-    assert partitions == {("dirichlet", 0.5, 1990, 5, 500, "f.npz")}
+    assert partitions == {("dirichlet", 0.5, 1990, 5, 1000, "f.npz")}
     group = "fedtiny_fashion_mnist_dirichlet"
     assert chosen[f"{group}/fedtiny_noabns_0.99"].options.adaptive_bn is False
     assert chosen[f"{group}/fedtiny_static_0.99"].options.progressive is False
-    assert chosen[f"{group}/fedtiny_0.99"].options.adjust_every == chosen[f"{group}/prunefl_0.99"].options.readjust_every == 2
+    assert chosen[f"{group}/fedtiny_0.99"].options.adjust_every == chosen[f"{group}/prunefl_0.99"].options.readjust_every == 3
     preset = grid.select(cells, ["fedtiny_cifar10_resnet18/fedtiny_0.99"])["fedtiny_cifar10_resnet18/fedtiny_0.99"]
     assert (preset.dataset, preset.model, preset.rounds, preset.options.final_sparsity) == ("cifar10", "resnet18", 100, 0.99)
 

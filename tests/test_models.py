@@ -20,6 +20,8 @@ def trainable_count(model):
         # ResNet-18 (CIFAR variant): 11,173,962 trainable, plus the moving statistics of 4,800 BN channels.
         ("resnet18", (32, 32, 3), 10, 11_173_962 + 9_600, 11_173_962),
         ("resnet18", (28, 28, 1), 10, 11_173_962 - 2 * 576 + 9_600, 11_173_962 - 2 * 576),  # A 1-channel stem.
+        # The small BatchNorm CNN: convolutions 288 + 9,216 + 18,432 + 36,864 + 73,728, BN 2 x 320, dense 1,290.
+        ("bn_cnn", (28, 28, 1), 10, 140_458 + 640, 140_458),
     ],
 )
 def test_paper_models_have_the_papers_parameter_counts(name, input_shape, classes, total, trainable):

@@ -13,7 +13,7 @@ from tff_sparsify import algorithms, checks
 from tff_sparsify.core import partitions
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
-MODELS = ("fc", "cnn", "vgg16", "resnet18")
+MODELS = ("fc", "cnn", "vgg16", "resnet18", "bn_cnn")
 LAST_ROUNDS_FOR_MEAN = 10  # Runs are compared on the mean test accuracy of their last 10 rounds.
 MEAN_ACCURACY = f"mean_test_accuracy_last_{LAST_ROUNDS_FOR_MEAN}"  # Its key in a run's summary.
 PARTITION_ARGUMENTS = {"label_skew": "classes_per_client", "label_skew_random": "classes_per_client",

@@ -102,11 +102,31 @@ def resnet18(input_shape=(32, 32, 3), num_classes: int = 10) -> tf.keras.Model:
     return tf.keras.Model(inputs, layers.Dense(num_classes, name="classifier")(x), name="resnet18")
 
 
+BN_CNN_WIDTHS = ((32, 32), (64, 64), (128,))
+
+
+def bn_cnn(input_shape=(28, 28, 1), num_classes: int = 10) -> tf.keras.Model:
+    """A small BatchNorm CNN (FedTiny's CPU-scaled comparison): 3x3 conv + BN + ReLU blocks of
+    32, 32 | 64, 64 | 128 filters, a 2x2 max-pool between blocks, global average pooling, dense
+    `num_classes`; no biases in the convolutions (the batch norm after each has one). Every layer is
+    normalized, as in ResNet-18, so signal still flows at about 1% density."""
+    stack = [layers.Input(input_shape)]
+    for block, widths in enumerate(BN_CNN_WIDTHS):
+        if block:
+            stack.append(layers.MaxPooling2D())
+        for filters in widths:
+            stack += [layers.Conv2D(filters, 3, padding="same", use_bias=False), layers.BatchNormalization(),
+                      layers.ReLU()]
+    stack += [layers.GlobalAveragePooling2D(), layers.Dense(num_classes)]
+    return tf.keras.Sequential(stack, name="bn_cnn")
+
+
 MODELS: dict[str, Callable[..., tf.keras.Model]] = {
     "fc": fashion_mnist_fc,
     "cnn": cifar10_cnn,
     "vgg16": cifar100_vgg16,
     "resnet18": resnet18,
+    "bn_cnn": bn_cnn,
 }
 # The paper's model for each dataset.
 DEFAULT_MODEL = {"digits": "fc", "fashion_mnist": "fc", "cifar10": "cnn", "cifar100": "vgg16"}
