@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import os
 import typing
 
@@ -32,6 +33,27 @@ def share(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return float(value)
+
+
+_LOCAL_WORKERS = re.compile(r"local:([1-9][0-9]*)")
+_WORKER_ADDRESS = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+
+
+def workers(name: str, value: str) -> int | list[str]:
+    """`"local:N"` -> N, or `"host:port,host:port"` -> the addresses; a ValueError naming `name`."""
+    value = value.strip()
+    local = _LOCAL_WORKERS.fullmatch(value)
+    if local:
+        return int(local.group(1))
+    addresses = [a.strip() for a in value.split(",")]
+    for address in addresses:
+        match = _WORKER_ADDRESS.fullmatch(address)
+        if not match or not 1 <= int(match.group(2)) <= 65535:
+            raise ValueError(f"{name} must be local:N (N >= 1) or host:port[,host:port...] with ports in "
+                             f"[1, 65535], got {value!r} ({address!r} does not parse)")
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"{name} names a worker twice: {value!r}")
+    return addresses
 
 
 def choice(name: str, value, choices: tuple) -> None:

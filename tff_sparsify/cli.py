@@ -9,6 +9,8 @@
 - `table RUN_DIR ...`: the paper's results table and comparison plots across runs (first = reference).
 - `grid list|run|summary [CELL_PATTERN ...]`: the paper's experiment grid (`tff_sparsify.grid`), one
   cell, a selection (shell patterns such as `fashion_mnist_noniid2/global_*`) or all of it.
+- `worker --port P`: a TFF worker that `run --workers host:P,...` sends rounds to (unauthenticated:
+  keep it on a private network; README, "Past one machine").
 """
 from __future__ import annotations
 
@@ -118,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
         _add_config_flags(command)
     _add_export_commands(commands)
     _add_grid_command(commands)
+    worker = commands.add_parser("worker", help="a TFF worker for run --workers (private networks only)")
+    worker.add_argument("--port", type=int, required=True, help="TCP port, on every network interface")
+    worker.add_argument("--max-concurrent-calls", type=int,
+                        help="computations it runs at once (default: one per CPU core)")
     return parser
 
 
@@ -409,7 +415,19 @@ def _check_options_apply(options, names, chosen: str) -> None:
             raise ValueError(f"{option} applies to {', '.join(owners[option])} only, none of {chosen}")
 
 
-COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench, "table": _table, "grid": _grid}
+def _worker(args) -> None:
+    checks.integer("--port", args.port, 1, 65535)
+    if args.max_concurrent_calls is not None:
+        checks.integer("--max-concurrent-calls", args.max_concurrent_calls)
+    from tff_sparsify import distributed  # Once the arguments are checked: TensorFlow loads here.
+
+    status = distributed.serve(args.port, args.max_concurrent_calls, say=lambda line: print(line, flush=True))
+    if status:
+        raise RunError(f"the TFF worker exited with status {status} (is port {args.port} in use?)")
+
+
+COMMANDS = {"run": _run, "compare": _compare, "export": _export, "bench": _bench, "table": _table, "grid": _grid,
+            "worker": _worker}
 
 
 def main(argv: list[str] | None = None) -> int:

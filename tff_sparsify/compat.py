@@ -273,6 +273,11 @@ class _TffSubprocess(types.ModuleType):
         return getattr(subprocess, name)
 
 
+def worker_process(args: list[str], **kwargs) -> subprocess.Popen:
+    """`subprocess.Popen(args, **kwargs)` for a TFF worker that dies with this process (item 8)."""
+    return _WorkerPopen(args, **kwargs)
+
+
 def _launch_tff_workers_with_this_process() -> None:
     if tff_executor_factory.subprocess is subprocess:
         tff_executor_factory.subprocess = _TffSubprocess("subprocess")

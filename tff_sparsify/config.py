@@ -13,6 +13,7 @@ from tff_sparsify import algorithms, checks
 from tff_sparsify.core import partitions
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
+EXECUTION_FIELDS = ("workers", "round_timeout")  # Where and how rounds run: a run may resume with others.
 MODELS = ("fc", "cnn", "vgg16", "resnet18", "bn_cnn")
 LAST_ROUNDS_FOR_MEAN = 10  # Runs are compared on the mean test accuracy of their last 10 rounds.
 MEAN_ACCURACY = f"mean_test_accuracy_last_{LAST_ROUNDS_FOR_MEAN}"  # Its key in a run's summary.
@@ -52,6 +53,10 @@ class ExperimentConfig:
     client_nesterov: bool = False  # Nesterov momentum (paper: CIFAR-100); needs client_momentum > 0.
     server_learning_rate: float = 1.0
     seed: int = 1990
+    # Where rounds run (not part of the experiment: a run may resume elsewhere): TFF workers
+    # "host:port,host:port" or "local:N" (README, "Past one machine"); None: this process.
+    workers: str | None = None
+    round_timeout: float = 600.0  # Seconds a round may take on the workers before it fails.
     options: Any = None
 
     def __post_init__(self):
@@ -78,6 +83,10 @@ class ExperimentConfig:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
         checks.fraction("client_momentum", self.client_momentum)
+        if self.workers is not None:
+            checks.workers("workers", self.workers)
+        if not self.round_timeout > 0:
+            raise ValueError(f"round_timeout must be > 0 seconds, got {self.round_timeout!r}")
         if self.client_nesterov and not self.client_momentum:
             raise ValueError("client_nesterov needs client_momentum in (0, 1), got 0")
         object.__setattr__(self, "options", _options(algorithm, self.options))

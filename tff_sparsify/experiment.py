@@ -11,7 +11,9 @@ a non-finite global model, stops the run at its last checkpoint (`NonFiniteError
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -22,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tff_sparsify import algorithms, compat, data, files, layout, learning, models
+from tff_sparsify import algorithms, compat, data, distributed, files, layout, learning, models
 from tff_sparsify.core import metrics
 from tff_sparsify.learning import worker_data
-from tff_sparsify.config import LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
+from tff_sparsify.config import EXECUTION_FIELDS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
 from tff_sparsify.errors import NonFiniteError
 
 HISTORY_KEY = "history"  # The history inside the checkpoint.
@@ -55,32 +57,42 @@ def run(
         federated = _federated_data(config)  # Validates data, partition and model before anything is written.
         model_name = config.model or models.DEFAULT_MODEL[config.dataset]
         _check_model_fits(model_name, federated.dataset)
-        files.remove_temporaries(output_dir)  # Left by a process killed while writing (SIGKILL).
         compat.configure_tff_runtime_once()
-        checkpoint = _Checkpoint(output_dir)
-        history = checkpoint.history()
-        _write_inputs(config, federated, output_dir, resuming=bool(history))
-        setup = _setup(config, federated, model_name)
-        _say(progress, f"{output_dir}: building {config.algorithm} (TFF traces its computations: about 10-30 s, "
-                       "and the first round traces on TFF's worker)")
-        algorithm = algorithms.get(config.algorithm)
-        weights = _initial_weights(algorithm, setup)
-        with worker_data.WorkerClientData(federated) as client_data:  # The worker builds client datasets.
-            process = client_data.compose(algorithm.build_process(setup, weights), config.local_epochs)
-            state = process.initialize()
-            state = checkpoint.load(state) if history else process.set_model_weights(state, weights)
-            evaluator = _Evaluator(setup.task, federated.test_dataset(), config.batch_size)
-            last = config.rounds if stop_after is None else min(config.rounds, len(history) + stop_after)
-            counting = _RoundCounting(setup, algorithm, evaluator, history)
-            callbacks = [checkpoint.save]
-            if on_round:
-                callbacks.append(lambda row, state, history: on_round(row))
-            with tqdm(total=config.rounds, initial=len(history), disable=not progress, desc=config.algorithm,
-                      unit="round") as bar:
-                callbacks.append(lambda row, state, history: _show(bar, row))
-                state = _train(process, state, client_data, counting, history, last, callbacks)
-        summary = _summary(config, history, counting, evaluator.num_params)
-        return _write_results(summary, setup.task, process.get_model_weights(state), history, output_dir)
+        with _cluster(config, progress) as cluster:  # Workers checked before anything is written.
+            return _run(config, federated, model_name, output_dir, cluster, stop_after, progress, on_round)
+
+
+def _run(config, federated, model_name, output_dir, cluster, stop_after, progress, on_round) -> dict:
+    """`run` once the inputs are checked and the workers (if any) answer."""
+    files.remove_temporaries(output_dir)  # Left by a process killed while writing (SIGKILL).
+    checkpoint = _Checkpoint(output_dir)
+    history = checkpoint.history()
+    _write_inputs(config, federated, output_dir, resuming=bool(history))
+    setup = _setup(config, federated, model_name)
+    _say(progress, f"{output_dir}: building {config.algorithm} (TFF traces its computations: about 10-30 s, "
+                   "and the first round traces on TFF's worker)")
+    algorithm = algorithms.get(config.algorithm)
+    weights = _initial_weights(algorithm, setup)
+    with worker_data.WorkerClientData(federated) as client_data:  # The worker builds client datasets.
+        process = client_data.compose(algorithm.build_process(setup, weights), config.local_epochs)
+        if cluster:
+            cluster.check_readable(client_data.paths)
+            distributed.check_splittable(process.next, config.algorithm)
+        state = process.initialize()
+        state = checkpoint.load(state) if history else process.set_model_weights(state, weights)
+        evaluator = _Evaluator(setup.task, federated.test_dataset(), config.batch_size)
+        last = config.rounds if stop_after is None else min(config.rounds, len(history) + stop_after)
+        counting = _RoundCounting(setup, algorithm, evaluator, history)
+        callbacks = [checkpoint.save]
+        if on_round:
+            callbacks.append(lambda row, state, history: on_round(row))
+        with tqdm(total=config.rounds, initial=len(history), disable=not progress, desc=config.algorithm,
+                  unit="round") as bar:
+            callbacks.append(lambda row, state, history: _show(bar, row))
+            next_round = functools.partial(cluster.call, process.next) if cluster else process.next
+            state = _train(process, next_round, state, client_data, counting, history, last, callbacks)
+    summary = _summary(config, history, counting, evaluator.num_params)
+    return _write_results(summary, setup.task, process.get_model_weights(state), history, output_dir)
 
 
 def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
@@ -115,6 +127,18 @@ def _federated_data(config: ExperimentConfig) -> data.FederatedData:
         seed=config.seed,
     )
     return dataclasses.replace(federated, server=server)
+
+
+@contextlib.contextmanager
+def _cluster(config: ExperimentConfig, progress: bool):
+    """The TFF workers of `config.workers` as the context of this thread (None: this process)."""
+    if config.workers is None:
+        yield None
+        return
+    _say(progress, f"TFF workers {config.workers}: checking that they answer. {distributed.SECURITY_WARNING}")
+    with distributed.Cluster(config.workers, round_timeout=config.round_timeout) as cluster:
+        _say(progress, f"rounds run on {len(cluster.addresses)} TFF workers: {', '.join(cluster.addresses)}")
+        yield cluster
 
 
 def _check_model_fits(name: str, dataset: data.Dataset) -> None:
@@ -154,13 +178,15 @@ def _initial_weights(algorithm: algorithms.Algorithm, setup: algorithms.Setup):
 # --- Train ------------------------------------------------------------------------------------
 
 
-def _train(process, state, client_data, counting: _RoundCounting, history: list[dict], last: int, on_round):
-    """Rounds len(history) + 1 .. `last`: each one's history row is appended to `history` and handed,
-    with the new state, to the `on_round` callbacks (checkpoint first). Returns the last state."""
+def _train(process, next_round, state, client_data, counting: _RoundCounting, history: list[dict], last: int,
+           on_round):
+    """Rounds len(history) + 1 .. `last`, each by `next_round` (`process.next`, or it on the workers):
+    each one's history row is appended to `history` and handed, with the new state, to the
+    `on_round` callbacks (checkpoint first). Returns the last state."""
     for round_num in range(len(history) + 1, last + 1):
         started = time.perf_counter()
         sources = client_data.sources(sample_clients(counting.config, round_num), round_num)
-        output = process.next(state, sources)
+        output = next_round(state, sources)
         _check_finite(output, process.get_model_weights(output.state), round_num)
         state = output.state
         row = counting.row(round_num, output.metrics, process.get_model_weights(state))
@@ -418,7 +444,8 @@ def _check_same_config(config: ExperimentConfig, output_dir: str) -> None:
     if saved is None or not started:  # A folder holds a run once a round is done.
         return
     current, saved = config.to_dict(), ExperimentConfig.from_saved(saved).to_dict()
-    changed = sorted(k for k in {*current, *saved} if not _same_value(k, current.get(k), saved.get(k)))
+    changed = sorted(k for k in {*current, *saved} - set(EXECUTION_FIELDS)
+                     if not _same_value(k, current.get(k), saved.get(k)))
     if changed:
         raise ValueError(
             f"output_dir {output_dir!r} holds a run with a different config ({', '.join(changed)}); "
