@@ -89,15 +89,19 @@ def wait_ready(addresses: Sequence[str], timeout: float = READY_TIMEOUT) -> None
 
 class LocalWorkers:
     """`count` workers on this machine, on free ports, each limited to `calls_per_worker` concurrent
-    computations; they die with this process (compat item 8) and `close` stops them (SIGTERM, then
-    SIGKILL after `STOP_SECONDS`)."""
+    computations and, with `cpus` (one `taskset` CPU list per worker, e.g. ["0", "1"]), pinned to its
+    CPUs; they die with this process (compat item 8) and `close` stops them (SIGTERM, then SIGKILL
+    after `STOP_SECONDS`)."""
 
-    def __init__(self, count: int, calls_per_worker: int = 1):
+    def __init__(self, count: int, calls_per_worker: int = 1, cpus: Sequence[str] | None = None):
+        if cpus is not None and len(cpus) != count:
+            raise ValueError(f"cpus must hold one CPU list per worker ({count}), got {list(cpus)}")
         self.processes: list[subprocess.Popen] = []
         self.addresses: list[str] = []
         try:
-            for port in _free_ports(count):
-                self.processes.append(compat.worker_process(worker_command(port, calls_per_worker),
+            for i, port in enumerate(_free_ports(count)):
+                pin = ["taskset", "-c", cpus[i]] if cpus else []
+                self.processes.append(compat.worker_process([*pin, *worker_command(port, calls_per_worker)],
                                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 self.addresses.append(f"localhost:{port}")
         except BaseException:
