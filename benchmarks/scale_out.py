@@ -8,12 +8,12 @@
 
 with the one-off compilation to TFF's mergeable form and the first round timed apart. The heavy round:
 FedAvg of the paper's CIFAR CNN (BatchNorm, 1.6 M parameters) on real FashionMNIST (digits when
-absent), 10 clients of 100 examples, 1 local epoch. Also prints the bytes of the model and of the
+absent), 10 clients of 300 examples (IID), 1 local epoch. Also prints the bytes of the model and of the
 clients' updates, from which RESULTS.md projects larger federations. The workers run on this
 machine and listen on every interface: run it on a machine whose network you trust, or inside
 `unshare -rn sh -c 'ip link set lo up && ...'`.
 
-    .venv/bin/python benchmarks/scale_out.py [--rounds 4]
+    .venv/bin/python benchmarks/scale_out.py [--rounds 4] [--examples-per-class 300]
 """
 import argparse
 import os
@@ -29,7 +29,7 @@ from tff_sparsify.config import ExperimentConfig
 from tff_sparsify.learning import worker_data
 
 FASHION_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion_mnist.npz")
-CLIENTS, EXAMPLES_PER_CLASS = 10, 100
+CLIENTS = 10
 
 
 def build(federated):
@@ -59,11 +59,12 @@ def time_rounds(next_round, process, weights, client_data, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds after the first")
+    parser.add_argument("--examples-per-class", type=int, default=300, help="FashionMNIST examples of each class")
     args = parser.parse_args()
     source = dict(name="fashion_mnist", path=FASHION_MNIST) if os.path.exists(FASHION_MNIST) else dict(name="digits")
     dataset = data.load_dataset(source["name"], path=source.get("path"))
     if source["name"] == "fashion_mnist":
-        dataset = dataset.first_per_class(EXAMPLES_PER_CLASS)
+        dataset = dataset.first_per_class(args.examples_per_class)
     federated = data.federate(dataset, CLIENTS, batch_size=32, seed=0)
     ts.configure_runtime()
     results = {}

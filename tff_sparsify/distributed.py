@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -100,7 +101,7 @@ class LocalWorkers:
         self.addresses: list[str] = []
         try:
             for i, port in enumerate(_free_ports(count)):
-                pin = ["taskset", "-c", cpus[i]] if cpus else []
+                pin = [shutil.which("taskset") or "/usr/bin/taskset", "-c", cpus[i]] if cpus else []
                 self.processes.append(compat.worker_process([*pin, *worker_command(port, calls_per_worker)],
                                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 self.addresses.append(f"localhost:{port}")
