@@ -84,3 +84,43 @@ def test_a_worker_address_where_nothing_listens_fails_before_anything_is_written
         cli.main(["run", "--workers", "localhost:9", "--output-dir", str(tmp_path / "run"), "--quiet"])
     assert "no TFF worker answers at localhost:9 (waited 1 s)" in capsys.readouterr().err
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_round_with_dependent_aggregations_is_refused_naming_the_algorithm():
+    import numpy as np
+    import tensorflow_federated as tff
+
+    from tff_sparsify import distributed
+
+    add = tff.tensorflow.computation(lambda a, b: a + b, np.float32, np.float32)
+
+    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+    def sum_of_shifted(values):  # The second sum needs the first one at every client.
+        total = tff.federated_broadcast(tff.federated_sum(values))
+        return tff.federated_sum(tff.federated_map(add, (values, total)))
+
+    with pytest.raises(ValueError, match="algorithm 'two_sums' cannot run across workers"):
+        distributed.check_splittable(sum_of_shifted, "two_sums")
+
+
+@private_network
+def test_the_worker_command_says_where_it_listens_and_stops_on_sigterm(tmp_path):
+    import signal
+    import time
+
+    environment = {**os.environ, "PYTHONPATH": str(SCENARIOS.parents[1]), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = f"ip link set lo up && exec {sys.executable} -m tff_sparsify.cli worker --port 47123"
+    worker = subprocess.Popen(["unshare", "-rn", "sh", "-c", command], stdout=subprocess.PIPE, text=True,
+                              env=environment)
+    try:
+        first = worker.stdout.readline()
+        assert "listening on [::]:47123" in first and "without TLS or authentication" in first
+        binary = int(first.split("(pid ")[1].split(")")[0])
+        assert _alive(binary)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0 and "stopped" in worker.stdout.read()
+        time.sleep(0.5)
+        assert not _alive(binary)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
