@@ -1,7 +1,7 @@
 """Runs inside a private network namespace (`unshare -rn`, loopback only) for tests/test_distributed.py:
 TFF workers started here are unreachable from any other machine. Prints one JSON line of results.
 
-    python distributed_scenarios.py same_history|worker_dies OUTPUT_DIR
+    python distributed_scenarios.py same_history|worker_dies|unreadable_data OUTPUT_DIR
 """
 import json
 import os
@@ -32,7 +32,7 @@ def _difference(a, b):
 
 def same_history(output_dir):
     results = {}
-    for algorithm, worker_counts in (("fedsparsify_global", (2, 3)), ("fedsparsify_local", (2,))):
+    for algorithm, worker_counts in (("fedsparsify_global", (2, 3)), ("fedsparsify_local", (2, 3))):
         single = os.path.join(output_dir, f"{algorithm}_single")
         experiment.run(ExperimentConfig.from_dict(dict(algorithm=algorithm, **TINY)), single, progress=False)
         for count in worker_counts:
@@ -70,6 +70,19 @@ def worker_dies(output_dir):
             "pids": workers.pids}
 
 
+def unreadable_data(output_dir):
+    """A client data path the worker cannot read is named, with the worker, before any round."""
+    readable = os.path.join(output_dir, "client_0.tensor")
+    open(readable, "w").close()
+    with distributed.Cluster("local:1") as cluster:
+        cluster.check_readable([readable])
+        try:
+            cluster.check_readable([readable, "/nonexistent/client_1.tensor"])
+        except distributed.WorkerFailure as failure:
+            return {"error": str(failure), "worker": cluster.addresses[0]}
+    return {"error": None}
+
+
 if __name__ == "__main__":
     scenario, output = sys.argv[1], sys.argv[2]
-    print("RESULT " + json.dumps({"same_history": same_history, "worker_dies": worker_dies}[scenario](output)))
+    print("RESULT " + json.dumps({"same_history": same_history, "worker_dies": worker_dies, "unreadable_data": unreadable_data}[scenario](output)))

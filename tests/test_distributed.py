@@ -51,7 +51,8 @@ def _alive(pid: int) -> bool:
 @private_network
 def test_two_and_three_workers_give_the_single_process_history(tmp_path):
     results = _scenario("same_history", tmp_path)
-    assert set(results) == {"fedsparsify_global_2", "fedsparsify_global_3", "fedsparsify_local_2"}
+    assert set(results) == {"fedsparsify_global_2", "fedsparsify_global_3", "fedsparsify_local_2",
+                            "fedsparsify_local_3"}
     for name, difference in results.items():
         assert difference["rounds"] == 2, name
         assert difference["history"] <= TOLERANCE and difference["weights"] <= TOLERANCE, (name, difference)
@@ -66,6 +67,13 @@ def test_a_worker_that_dies_fails_the_round_naming_it_and_the_run_resumes(tmp_pa
     assert results["rounds_after_failure"] == 1  # The checkpoint of round 1 is intact.
     assert results["resumed_rounds"] == 3 and results["completed"]
     assert not any(_alive(pid) for pid in results["pids"])
+
+
+@private_network
+def test_a_worker_that_cannot_read_the_clients_files_is_named(tmp_path):
+    results = _scenario("unreadable_data", tmp_path)
+    assert results["error"].startswith(f"TFF worker {results['worker']} cannot read /nonexistent/client_1.tensor")
+    assert "same path" in results["error"]
 
 
 @pytest.mark.parametrize("value", ["local:0", "host", "host:99999", "a:1,a:1", ""])
