@@ -51,11 +51,15 @@ def test_masked_training_costs_three_passes_at_the_masks(task, federated, sparse
 
 def test_prunefl_adds_dense_weight_gradients_and_their_buffers(task, federated, sparse_weights):
     weights, kept = sparse_weights
-    work = _one_round(task, federated, weights, hooks=learning.ClientHooks(reports=(learning.SquaredGradients(),)))
+    work = _one_round(task, federated, weights, hooks=learning.ClientHooks(reports=(learning.SquaredGradients(1),)))
     examples = sum(len(i) for i in federated.partition.client_indices)
     assert work["compute"]["train_flops"] == examples * (6 * kept + 2 * (KERNEL_WEIGHTS - kept))
     model_bytes = int(metrics.encoded_bytes(learning.masked(task, weights).trainable))
     assert work["compute"]["memory_bytes"] == 3 * (2 * model_bytes + 2 * 4 * KERNEL_WEIGHTS)
+    # Readjusting every round: each client uploads its importances, one float32 per kernel weight.
+    assert work["communication"]["report_params"] == 3 * KERNEL_WEIGHTS
+    model_params = work["communication"]["upload_params"] - work["communication"]["report_params"]
+    assert model_params == work["communication"]["download_params"]
 
 
 def test_momentum_keeps_one_slot_per_kept_weight(task, federated, sparse_weights):

@@ -31,7 +31,7 @@ def build(task, initial_weights, final_sparsity: float, *, readjust_every: int =
     return learning.compose(
         task,
         initial_weights=initial_weights,
-        hooks=learning.ClientHooks(reports=(learning.SquaredGradients(),)),
+        hooks=learning.ClientHooks(reports=(learning.SquaredGradients(readjust_every),)),
         mask_update=learning.Readjust(final_sparsity, readjust_every, task.kernel_costs),
         **optimizers,
     )

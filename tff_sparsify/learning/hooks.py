@@ -96,11 +96,13 @@ class LocalPruning:
 @dataclasses.dataclass(frozen=True)
 class SquaredGradients:
     """PruneFL's importance at each client: per kernel, the sum over local steps of its squared dense
-    loss gradient (pruned positions included, so that they can regrow). Not counted as communication
-    (the original PruneFL sends importances at readjustment rounds only)."""
+    loss gradient (pruned positions included, so that they can regrow). It travels every round, but
+    counts as communication (one float32 per kernel weight) only in the rounds whose aggregate the
+    server readjusts with, every `every` rounds (the original PruneFL sends importances then only)."""
 
+    every: int
     name = "squared_gradients"
-    counts_rounds = False
+    counts_rounds = True
 
     def initial(self, kernels):
         return [tf.zeros_like(k) for k in kernels]
@@ -109,7 +111,9 @@ class SquaredGradients:
         return [s + tf.square(g) for s, g in zip(report, kernel_gradients)]
 
     def finish(self, round_num, report, masks):
-        return report, tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+        readjusting = tf.equal((round_num + 1) % self.every, 0)  # The server readjusts after round t % every == 0.
+        params = tf.where(readjusting, sum(tf.size(r, out_type=tf.int64) for r in report), tf.constant(0, tf.int64))
+        return report, params, 4 * params
 
     def gradient_flops(self, round_num, masks, flops_per_weight, examples, last_batch):
         return tf.cast(examples, tf.float64) * _pruned_flops(masks, flops_per_weight)  # Every step.
