@@ -7,7 +7,10 @@ weights exactly zero) and, last, `summary.json`. Every file is written atomicall
 written before the config, data and partition are checked. Running the same config into the same
 directory resumes after the last checkpointed round; one process at a time may use a directory.
 Clients whose update is not finite are left out of their round; a round with no finite update, or
-a non-finite global model, stops the run at its last checkpoint (`NonFiniteError`).
+a non-finite global model, stops the run at its last checkpoint (`NonFiniteError`). With
+`config.workers` the rounds run on TFF workers (`distributed.Cluster`, checked before anything is
+written); a worker that stops answering fails the round (`distributed.WorkerFailure`) at the same
+checkpoint.
 """
 from __future__ import annotations
 
