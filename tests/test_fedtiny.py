@@ -15,7 +15,6 @@ from tff_sparsify import algorithms, data, experiment, learning, models
 from tff_sparsify.algorithms import fedtiny
 from tff_sparsify.config import ExperimentConfig
 from tff_sparsify.core import prune_grow
-from tff_sparsify.learning.task import WeightsLayout
 
 RESNET_KERNELS = 21  # Stem, 4 + 5 + 5 + 5 stage convolutions (3 shortcuts), classifier.
 
