@@ -82,7 +82,7 @@ def adjustments(setup):
     if not options.progressive:
         return None
     names = _layer_names(setup.task)
-    first = _first_pruned(options)
+    first = _first_pruned(options.dense_stem)
     blocks = ts.core.prune_grow.layer_blocks(names[first:], options.granularity)
     return ts.core.prune_grow.Adjustments(
         options.adjust_every, options.adjust_until, options.adjust_fraction,
@@ -92,7 +92,7 @@ def adjustments(setup):
 
 def coarse_candidates(kernels, density: float, count: int, dense_stem: bool, seed: int) -> list[list[np.ndarray]]:
     """`count` candidate mask lists (phase 0) for `kernels` (the pre-trained ones, layout order)."""
-    first = 1 if dense_stem else 0
+    first = _first_pruned(dense_stem)
     prune_grow = ts.core.prune_grow
     rng = np.random.default_rng(seed)
     sizes = [int(np.prod(k.shape)) for k in kernels[first:]]
@@ -139,7 +139,7 @@ def selection_cost(setup):
     model = setup.task.wrapped_keras_model()
     statistics = sum(int(np.prod(v.shape)) for v in ts.models.batch_norm_statistics(model))
     params = statistics + sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    layers = len(ts.models.prunable_weights(model)) - _first_pruned(options)
+    layers = len(ts.models.prunable_weights(model)) - _first_pruned(options.dense_stem)
     recalibrated = statistics if options.adaptive_bn else 0
     download = params + options.candidates * (layers + recalibrated)
     upload = options.candidates * ((recalibrated + 1 if options.adaptive_bn else 0) + EVALUATION_VALUES)
@@ -147,8 +147,9 @@ def selection_cost(setup):
                                      download_bytes=4 * clients * download, upload_bytes=4 * clients * upload)
 
 
-def _first_pruned(options) -> int:
-    return 1 if options.dense_stem else 0
+def _first_pruned(dense_stem: bool) -> int:
+    """The index of the first pruned kernel: the stem (kernel 0) stays dense with `dense_stem`."""
+    return 1 if dense_stem else 0
 
 
 def _layer_names(task) -> list[str]:

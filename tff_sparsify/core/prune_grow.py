@@ -133,9 +133,10 @@ class Adjustments:
         block = selected_block(t // self.every - 1, len(self.blocks))
         fraction = adjustment_fraction(self.alpha, t, self.end_round)
         block_of = {layer: b for b, layers in enumerate(self.blocks) for layer in layers}
+        adjusting = self.adjusting(t)
         sizes = []
         for layer, mask in enumerate(masks):
-            chosen = self.adjusting(t) & tf.equal(block, block_of.get(layer, -1))
+            chosen = adjusting & tf.equal(block, block_of.get(layer, -1))
             size = adjustment_size(fraction, tf.math.count_nonzero(mask))
             sizes.append(tf.where(chosen, size, 0))
         return sizes

@@ -156,7 +156,7 @@ def build_masked_client_work(
                 upload_bytes=metrics.encoded_bytes([*final, *statistics]) + report_bytes,
             )
             model_bytes = metrics.encoded_bytes(initial_weights.trainable)
-            kept = tf.cast(_params_sent(layout, initial_weights.trainable, broadcast_masks, []), tf.int64)
+            kept = _params_sent(layout, initial_weights.trainable, broadcast_masks, [])  # Without statistics.
             compute = collections.OrderedDict(
                 memory_bytes=(2 * model_bytes + 4 * optimizer_slots * kept  # Weights, gradients, slots.
                               + 4 * sum(tf.size(s, out_type=tf.int64) for s in broadcast_statistics)
