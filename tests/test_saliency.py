@@ -216,6 +216,15 @@ def test_num_batches_uses_only_the_first_batches(tanh_net):
         np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
+def test_more_batches_asked_than_the_dataset_has_scores_all_with_a_warning(tanh_net):
+    expected_snip, _ = numpy_scores(X3, Y3)
+    dataset = as_dataset(X3, Y3, 2)  # 2 batches.
+    with pytest.warns(UserWarning, match="num_batches=5 but the dataset has only 2 batches"):
+        scores = saliency.snip_scores(tanh_net, dataset, num_batches=5)
+    for actual, expected in zip(scores, expected_snip):
+        np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_tuple_batches_and_per_example_losses_are_accepted(tanh_net):
     expected_snip, _ = numpy_scores(X3, Y3)
     dataset = tf.data.Dataset.from_tensor_slices((X3, Y3)).batch(2)

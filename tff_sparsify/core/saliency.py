@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
@@ -249,15 +250,23 @@ def _prepare(model, dataset, loss, num_batches, *, keep_batches: bool):
 
 
 def _batches(dataset, num_batches):
-    """Yields (x, y, number of examples) for the first `num_batches` batches (all if None)."""
-    for i, batch in enumerate(dataset):
+    """Yields (x, y, number of examples) for the first `num_batches` batches (all if None); warns
+    when the dataset has fewer."""
+    count = 0
+    for batch in dataset:
         if isinstance(batch, dict):
             x, y = batch["x"], batch["y"]
         else:
             x, y = batch
         yield x, y, tf.shape(tf.nest.flatten(y)[0])[0]
-        if num_batches is not None and i + 1 >= num_batches:
+        count += 1
+        if num_batches is not None and count >= num_batches:
             return  # Without fetching one batch more.
+    if num_batches is not None:
+        warnings.warn(
+            f"saliency: num_batches={num_batches} but the dataset has only {count} batches; "
+            f"all {count} scored", stacklevel=2,
+        )
 
 
 def _batch_loss(model, x, y, loss, training) -> tf.Tensor:
