@@ -291,6 +291,22 @@ def test_config_of_an_older_version_still_resumes(resumed_run, tmp_path):
     assert experiment.run(TINY, str(tmp_path), progress=False)["marker"] == 1
 
 
+def test_a_history_of_an_older_version_without_the_newer_fields_resumes(tmp_path):
+    experiment.run(TINY, str(tmp_path), progress=False, stop_after=1)
+    newer = ("train_flops", "dense_train_flops", "memory_bytes", "dense_memory_bytes", "report_params")
+    with np.load(tmp_path / "checkpoint.npz") as saved:
+        arrays = dict(saved)
+    old_history = [{k: v for k, v in row.items() if k not in newer} for row in json.loads(str(arrays["history"]))]
+    arrays["history"] = np.array(json.dumps(old_history))
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    summary = experiment.run(TINY, str(tmp_path), progress=False)
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["round"] for row in rows] == ["1", "2", "3"]
+    assert rows[0]["train_flops"] == "" and float(rows[1]["train_flops"]) > 0  # Unknown for the old round.
+    assert summary["compute"]["train_flops"] is None  # Not a sum over part of the run.
+
+
 def test_dense_fedavg_counts_two_models_per_client_every_round(tmp_path):
     fields = {k: v for k, v in TINY_CONFIG.items() if k != "final_sparsity"}
     config = experiment.ExperimentConfig.from_dict({**fields, "algorithm": "fedavg", "rounds": 2})

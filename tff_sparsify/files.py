@@ -142,11 +142,13 @@ def atomic_directory(directory: str, write: Callable[[str], None]) -> None:
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
-    """Writes dict rows (the first row's keys are the columns) as CSV."""
+    """Writes dict rows as CSV. The columns are every row's keys in the order they first appear (a
+    history resumed from an older version has fields its first rows lack: their cells stay empty)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
 
