@@ -1,16 +1,17 @@
 """Runs inside a private network namespace (`unshare -rn`, loopback only) for tests/test_distributed.py:
 TFF workers started here are unreachable from any other machine. Prints one JSON line of results.
 
-    python distributed_scenarios.py same_history|worker_dies|unreadable_data OUTPUT_DIR
+    python distributed_scenarios.py same_history|worker_dies|worker_restarts|unreadable_data OUTPUT_DIR
 """
 import json
 import os
 import signal
+import subprocess
 import sys
 
 import numpy as np
 
-from tff_sparsify import distributed, experiment
+from tff_sparsify import compat, distributed, experiment
 from tff_sparsify.config import ExperimentConfig
 
 TINY = dict(num_clients=4, rounds=2, local_epochs=1, final_sparsity=0.8)
@@ -70,6 +71,32 @@ def worker_dies(output_dir):
             "pids": workers.pids}
 
 
+def worker_restarts(output_dir):
+    """One of two workers is killed after round 1 and a new one started at its address before round
+    2: the run goes on with it and ends as the single-process run does."""
+    fields = dict(algorithm="fedsparsify_global", round_timeout=60.0, **{**TINY, "rounds": 3})
+    single = os.path.join(output_dir, "single")
+    experiment.run(ExperimentConfig.from_dict(fields), single, progress=False)
+    workers = distributed.LocalWorkers(2)
+    victim, port = workers.processes[1], int(workers.addresses[1].rsplit(":", 1)[1])
+
+    def restart_after_first(row):
+        if row["round"] == 1:
+            victim.kill()
+            victim.wait()
+            workers.processes[1] = compat.worker_process(distributed.worker_command(port, 1),
+                                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            distributed.wait_ready([workers.addresses[1]])
+
+    spread = os.path.join(output_dir, "spread")
+    try:
+        config = ExperimentConfig.from_dict(dict(fields, workers=",".join(workers.addresses)))
+        summary = experiment.run(config, spread, progress=False, on_round=restart_after_first)
+    finally:
+        workers.close()
+    return {**_difference(single, spread), "completed": summary["completed"], "restarted": workers.pids[1] != victim.pid}
+
+
 def unreadable_data(output_dir):
     """A client data path the worker cannot read is named, with the worker, before any round."""
     readable = os.path.join(output_dir, "client_0.tensor")
@@ -85,4 +112,6 @@ def unreadable_data(output_dir):
 
 if __name__ == "__main__":
     scenario, output = sys.argv[1], sys.argv[2]
-    print("RESULT " + json.dumps({"same_history": same_history, "worker_dies": worker_dies, "unreadable_data": unreadable_data}[scenario](output)))
+    scenarios = {"same_history": same_history, "worker_dies": worker_dies, "worker_restarts": worker_restarts,
+                 "unreadable_data": unreadable_data}
+    print("RESULT " + json.dumps(scenarios[scenario](output)))

@@ -70,6 +70,14 @@ def test_a_worker_that_dies_fails_the_round_naming_it_and_the_run_resumes(tmp_pa
 
 
 @private_network
+def test_a_worker_restarted_at_its_address_between_rounds_is_used_again(tmp_path):
+    results = _scenario("worker_restarts", tmp_path)
+    assert results["restarted"] and results["completed"] and results["rounds"] == 3
+    assert results["history"] <= TOLERANCE and results["weights"] <= TOLERANCE, results
+    assert results["communication_equal"]
+
+
+@private_network
 def test_a_worker_that_cannot_read_the_clients_files_is_named(tmp_path):
     results = _scenario("unreadable_data", tmp_path)
     assert results["error"].startswith(f"TFF worker {results['worker']} cannot read /nonexistent/client_1.tensor")
