@@ -3,6 +3,7 @@ schedule, a client's top-K report, the server's prune-and-grow and its per-clien
 server set and validation subsets, phase 0's candidates, the selection's communication, and real
 TFF runs whose density stays exactly d through every adjustment."""
 import collections
+import dataclasses
 import json
 import math
 
@@ -228,3 +229,26 @@ def test_fedtiny_runs_end_to_end_with_its_selection_counted(tmp_path):
     assert [r["report_params"] > 0 for r in history] == [False, True, True]
     assert history[-1]["target_sparsity"] == 0.95
     assert len({r["communication"]["download_params"] for r in history}) == 1  # The kept positions stay.
+
+
+def test_a_resumed_run_takes_its_mask_from_the_checkpoint_and_ends_as_the_uninterrupted_one(tmp_path, monkeypatch):
+    config = ExperimentConfig.from_dict(dict(
+        algorithm="fedtiny", model="cnn", rounds=2, local_epochs=1, num_clients=3, final_sparsity=0.95,
+        candidates=1, recalibration_epochs=1, adjust_every=1, adjust_until=2))  # 1: no near tie to flip.
+    uninterrupted = experiment.run(config, str(tmp_path / "a"), progress=False)
+    experiment.run(config, str(tmp_path / "b"), progress=False, stop_after=1)
+    def must_not_select_again(setup):
+        raise AssertionError("a resumed run selected its mask again")
+
+    get = algorithms.get
+    monkeypatch.setattr(algorithms, "get", lambda name: dataclasses.replace(get(name), initial_weights=must_not_select_again))
+    resumed = experiment.run(config, str(tmp_path / "b"), progress=False)
+    rows = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("a", "b")]
+    def mask_counts(row):  # Set by the mask alone.
+        return row["sparsity"], row["communication"]["download_params"], row["report_params"]
+
+    assert [mask_counts(r) for r in rows[1]] == [mask_counts(r) for r in rows[0]]
+    # Two runs of the convolutional model differ in float rounding (a bias may land on 0 in one).
+    for measured in ("test_accuracy", "train_loss", "nonzero_params"):
+        assert [r[measured] for r in rows[1]] == pytest.approx([r[measured] for r in rows[0]], rel=1e-3)
+    assert resumed["communication"]["params"] == pytest.approx(uninterrupted["communication"]["params"], rel=1e-4)

@@ -75,7 +75,7 @@ def _run(config, federated, model_name, output_dir, cluster, stop_after, progres
     _say(progress, f"{output_dir}: building {config.algorithm} (TFF traces its computations: about 10-30 s, "
                    "and the first round traces on TFF's worker)")
     algorithm = algorithms.get(config.algorithm)
-    weights = _initial_weights(algorithm, setup)
+    weights = _initial_weights(algorithm, setup, resuming=bool(history))
     with worker_data.WorkerClientData(federated) as client_data:  # The worker builds client datasets.
         process = client_data.compose(algorithm.build_process(setup, weights), config.local_epochs)
         if cluster:
@@ -169,11 +169,13 @@ def _setup(config: ExperimentConfig, federated: data.FederatedData, model_name: 
     return algorithms.Setup(config, task, federated)
 
 
-def _initial_weights(algorithm: algorithms.Algorithm, setup: algorithms.Setup):
+def _initial_weights(algorithm: algorithms.Algorithm, setup: algorithms.Setup, resuming: bool):
     """The algorithm's initial weights, made right after seeding TensorFlow with the run's seed (TFF's
-    own initialization is not seeded)."""
+    own initialization is not seeded). A resumed run takes its whole state from the checkpoint, so
+    it only needs their structure: the seeded initialization, without the algorithm's choice of masks
+    from data (SNIP's scoring, FedTiny's pre-training and BatchNorm selection)."""
     tf.keras.utils.set_random_seed(setup.config.seed)
-    if algorithm.initial_weights:
+    if algorithm.initial_weights and not resuming:
         return algorithm.initial_weights(setup)
     return models.initial_model_weights(setup.task.wrapped_keras_model())
 
