@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -74,12 +75,24 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
     comm_ax.set_xscale("log")
     comm_ax.set(xlabel="cumulative communication (Mbit, log scale)", ylabel="test accuracy", ylim=(0, 1),
                 title="accuracy vs communication")
+    points = {}  # Runs at the same point (an ablation that changed nothing) share one label.
     for row in rows:
         if row.get("flops_x") is not None:
-            flops_ax.plot(row["flops_x"], row["accuracy"], "o", color=colours[row["method"]])
-            flops_ax.annotate(f"{row['run']} (memory x{row['memory_x']:.3f})", (row["flops_x"], row["accuracy"]),
-                              xytext=(4, 4), textcoords="offset points", fontsize=7, color=colours[row["method"]])
+            key = (round(row["flops_x"], 4), round(row["accuracy"], 4), round(row["memory_x"], 3))
+            points.setdefault(key, []).append(row)
+    if points:
+        low, high = min(p[0] for p in points), max(p[0] for p in points)
+        flops_ax.set_xlim(low / 1.5, high * 1.5)
+    for (flops_x, accuracy, memory_x), same in points.items():
+        colour = colours[same[0]["method"]]
+        right_half = np.log(flops_x / low) > np.log(high / low) / 2 if high > low else False
+        flops_ax.plot(flops_x, accuracy, "o", color=colour)
+        flops_ax.annotate(f"{' = '.join(r['run'] for r in same)} (memory x{memory_x:.3f})", (flops_x, accuracy),
+                          xytext=(-4 if right_half else 4, 4), textcoords="offset points", fontsize=7,
+                          color=colour, ha="right" if right_half else "left")  # Labels stay inside.
     flops_ax.set_xscale("log")
+    for ax in (comm_ax, flops_ax):
+        _plain_log_ticks(ax)
     flops_ax.set(xlabel="training FLOPs relative to dense training (log scale)",
                  ylabel=f"test accuracy (mean of last {last} rounds)", title="accuracy vs training compute")
     for ax in (sparsity_ax, comm_ax, flops_ax):
@@ -100,6 +113,15 @@ def _label_ends(ax, ends: list, colours: dict, gap: float = 0.035) -> None:
         ax.annotate(row["run"], (mbit, accuracy), xytext=(1.02, label_y), textcoords=("axes fraction", "data"),
                     fontsize=8, color=colours[row["method"]], va="center",
                     arrowprops=dict(arrowstyle="-", color=colours[row["method"]], lw=0.5, alpha=0.6))
+
+
+def _plain_log_ticks(ax) -> None:
+    """A log x axis labelled at 1, 2 and 5 times each power of ten, as plain numbers (0.02, 0.1, 200):
+    matplotlib's default labels every minor tick of a short range, and they overlap."""
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _nines(sparsity):
