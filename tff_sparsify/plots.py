@@ -85,7 +85,7 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
         flops_ax.set_xlim(low / 1.5, high * 1.5)
     for (flops_x, accuracy, memory_x), same in points.items():
         colour = colours[same[0]["method"]]
-        right_half = np.log(flops_x / low) > np.log(high / low) / 2 if high > low else False
+        right_half = flops_x > np.sqrt(low * high)  # The middle of the log axis.
         flops_ax.plot(flops_x, accuracy, "o", color=colour)
         flops_ax.annotate(f"{' = '.join(r['run'] for r in same)} (memory x{memory_x:.3f})", (flops_x, accuracy),
                           xytext=(-4 if right_half else 4, 4), textcoords="offset points", fontsize=7,
