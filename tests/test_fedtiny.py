@@ -237,6 +237,7 @@ def test_a_resumed_run_takes_its_mask_from_the_checkpoint_and_ends_as_the_uninte
         candidates=1, recalibration_epochs=1, adjust_every=1, adjust_until=2))  # 1: no near tie to flip.
     uninterrupted = experiment.run(config, str(tmp_path / "a"), progress=False)
     experiment.run(config, str(tmp_path / "b"), progress=False, stop_after=1)
+
     def must_not_select_again(setup):
         raise AssertionError("a resumed run selected its mask again")
 
@@ -244,6 +245,7 @@ def test_a_resumed_run_takes_its_mask_from_the_checkpoint_and_ends_as_the_uninte
     monkeypatch.setattr(algorithms, "get", lambda name: dataclasses.replace(get(name), initial_weights=must_not_select_again))
     resumed = experiment.run(config, str(tmp_path / "b"), progress=False)
     rows = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("a", "b")]
+
     def mask_counts(row):  # Set by the mask alone.
         return row["sparsity"], row["communication"]["download_params"], row["report_params"]
 
