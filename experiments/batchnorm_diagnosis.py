@@ -1,7 +1,10 @@
 """Why a federated BatchNorm model evaluates as it does: for a run's `final_model.keras`, each
 BatchNorm layer's moving mean and variance beside the true mean and variance of its inputs on test
 images, and the test accuracy with the moving statistics, with the initial ones (mean 0, variance 1:
-what a model whose statistics are never federated keeps) and with the batch's own statistics.
+what a model whose statistics are never federated keeps), with the batch's own statistics, and with
+the exact statistics of the run's training examples (all clients' pooled; each layer's set in forward
+order at the model's weights): what a federation computing its statistics at the global model, instead
+of averaging the clients' moving ones, would evaluate with.
 
     .venv/bin/python experiments/batchnorm_diagnosis.py RUN_DIR [--data-path ../shared/data/fashion_mnist.npz]
 """
@@ -14,7 +17,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify import data, files
+from tff_sparsify import data, experiment, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = 2000  # Test images used.
@@ -23,6 +26,7 @@ EXAMPLES = 2000  # Test images used.
 def diagnose(run_dir: str, data_path: str) -> dict:
     config = files.read_json(os.path.join(run_dir, "config.json"))
     dataset = data.load_dataset(config["dataset"], path=data_path)
+    federated = experiment.federated_data(experiment.ExperimentConfig.from_saved({**config, "data_path": data_path}))
     x = np.asarray(dataset.scaled(dataset.x_test[:EXAMPLES]))
     y = dataset.y_test[:EXAMPLES]
     model = tf.keras.models.load_model(os.path.join(run_dir, "final_model.keras"), compile=False)
@@ -41,7 +45,13 @@ def diagnose(run_dir: str, data_path: str) -> dict:
     def accuracy(training: bool = False) -> float:
         return float(np.mean(model(x, training=training).numpy().argmax(-1) == y))
 
+    moving = [(model.layers[i].moving_mean.numpy(), model.layers[i].moving_variance.numpy()) for i in norms]
     result = {"run_dir": run_dir, "layers": layers, "accuracy_moving_statistics": accuracy()}
+    _set_pooled_training_statistics(model, norms, federated)
+    result["accuracy_pooled_training_statistics"] = accuracy()
+    for i, (mean, variance) in zip(norms, moving):
+        model.layers[i].moving_mean.assign(mean)
+        model.layers[i].moving_variance.assign(variance)
     for i in norms:
         norm = model.layers[i]
         norm.moving_mean.assign(tf.zeros_like(norm.moving_mean))
@@ -49,6 +59,18 @@ def diagnose(run_dir: str, data_path: str) -> dict:
     result["accuracy_initial_statistics"] = accuracy()
     result["accuracy_batch_statistics"] = accuracy(training=True)
     return result
+
+
+def _set_pooled_training_statistics(model: tf.keras.Model, norms: list[int], federated: data.FederatedData) -> None:
+    """Sets each BatchNorm layer's moving statistics to the mean and variance of its inputs over all
+    clients' training examples, layer after layer in forward order."""
+    indices = np.concatenate(federated.partition.client_indices)
+    x = np.asarray(federated.dataset.scaled(federated.dataset.x_train[indices]))
+    for i in norms:
+        inputs = tf.keras.Model(model.inputs, model.layers[i - 1].output).predict(x, batch_size=512, verbose=0)
+        inputs = inputs.reshape(-1, inputs.shape[-1])
+        model.layers[i].moving_mean.assign(inputs.mean(0))
+        model.layers[i].moving_variance.assign(inputs.var(0))
 
 
 def main(argv=None) -> int:
@@ -64,7 +86,8 @@ def main(argv=None) -> int:
               f"{layer['moving_variance']:.4f})")
     print(f"test accuracy on {EXAMPLES} images: moving statistics {result['accuracy_moving_statistics']:.4f}, "
           f"initial 0/1 {result['accuracy_initial_statistics']:.4f}, batch statistics "
-          f"{result['accuracy_batch_statistics']:.4f}")
+          f"{result['accuracy_batch_statistics']:.4f}, pooled training statistics "
+          f"{result['accuracy_pooled_training_statistics']:.4f}")
     return 0
 
 

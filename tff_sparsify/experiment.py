@@ -57,7 +57,7 @@ def run(
         _check_same_config(config, output_dir)
         if _finished(output_dir):
             return files.read_json(os.path.join(output_dir, layout.SUMMARY_FILE))
-        federated = _federated_data(config)  # Validates data, partition and model before anything is written.
+        federated = federated_data(config)  # Validates data, partition and model before anything is written.
         model_name = config.model or models.DEFAULT_MODEL[config.dataset]
         _check_model_fits(model_name, federated.dataset)
         compat.configure_tff_runtime_once()
@@ -109,7 +109,9 @@ def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
 # --- Build ------------------------------------------------------------------------------------
 
 
-def _federated_data(config: ExperimentConfig) -> data.FederatedData:
+def federated_data(config: ExperimentConfig) -> data.FederatedData:
+    """The data of a run of `config`, split as the run splits it: the server's held-out examples,
+    the per-class subset, the clients' partition (e.g. to analyse a finished run's model)."""
     try:
         dataset = data.load_dataset(config.dataset, path=config.data_path)
     except (ValueError, OSError) as error:  # Named as the config names the file.
