@@ -257,6 +257,14 @@ def test_snip_run_trains_within_its_initial_mask(tmp_path):
     for row in history:  # Sparse at s_f from the first round on; the mask never changes.
         assert row["sparsity"] == pytest.approx(math.floor(0.8 * kernels + 0.5) / kernels)
         assert row["target_sparsity"] is None
+    task, weights = experiment.initial_weights(config)  # The masks the run started from, rebuilt.
+    masks = [np.asarray(m) for m in task.layout.masks(weights.non_trainable)]
+    assert sum(np.count_nonzero(m) for m in masks) == kernels - math.floor(0.8 * kernels + 0.5)
+    trained = tf.keras.models.load_model(tmp_path / "final_model.keras", compile=False)
+    trained_kernels = [layer.kernel.numpy() for layer in trained.layers if hasattr(layer, "kernel")]
+    assert [k.shape for k in trained_kernels] == [m.shape for m in masks]
+    for kernel, mask in zip(trained_kernels, masks):
+        assert np.all(kernel[mask == 0] == 0) and np.count_nonzero(kernel[mask == 1]) > 0.9 * mask.sum()
 
 
 def test_oneshot_finetune_needs_rounds_to_fine_tune():

@@ -58,7 +58,7 @@ def run(
         if _finished(output_dir):
             return files.read_json(os.path.join(output_dir, layout.SUMMARY_FILE))
         federated = federated_data(config)  # Validates data, partition and model before anything is written.
-        model_name = config.model or models.DEFAULT_MODEL[config.dataset]
+        model_name = _model_name(config)
         _check_model_fits(model_name, federated.dataset)
         compat.configure_tff_runtime_once()
         with _cluster(config, progress) as cluster:  # Workers checked before anything is written.
@@ -146,6 +146,10 @@ def _cluster(config: ExperimentConfig, progress: bool):
         yield cluster
 
 
+def _model_name(config: ExperimentConfig) -> str:
+    return config.model or models.DEFAULT_MODEL[config.dataset]
+
+
 def _check_model_fits(name: str, dataset: data.Dataset) -> None:
     try:
         with tf.Graph().as_default():
@@ -169,6 +173,16 @@ def _setup(config: ExperimentConfig, federated: data.FederatedData, model_name: 
         federated.element_spec,
     )
     return algorithms.Setup(config, task, federated)
+
+
+def initial_weights(config: ExperimentConfig):
+    """(task, weights): the `learning.ModelTask` of a run of `config` and the seeded weights the run
+    starts from, with the masks its algorithm chooses from data (SNIP's and GraSP's scores, PruneFL's
+    first epoch, FedTiny's pre-training and BatchNorm selection); `task.layout.masks(
+    weights.non_trainable)` are the kernels' masks, in `models.pruning_wrappers` order."""
+    federated = federated_data(config)
+    setup = _setup(config, federated, _model_name(config))
+    return setup.task, _initial_weights(algorithms.get(config.algorithm), setup, resuming=False)
 
 
 def _initial_weights(algorithm: algorithms.Algorithm, setup: algorithms.Setup, resuming: bool):
