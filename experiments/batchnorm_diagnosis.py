@@ -7,6 +7,7 @@ order at the model's weights): what a federation computing its statistics at the
 of averaging the clients' moving ones, would evaluate with.
 
     .venv/bin/python experiments/batchnorm_diagnosis.py RUN_DIR [--data-path ../shared/data/fashion_mnist.npz]
+        [--test-examples 10000]
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ import tensorflow as tf
 from tff_sparsify import data, experiment, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = 2000  # Test images used.
+TEST_EXAMPLES = 2000  # Test images used by default (the first ones).
+BATCH = 2000  # Test images per batch; with batch statistics, each batch normalizes with its own.
 
 
-def diagnose(run_dir: str, data_path: str) -> dict:
+def diagnose(run_dir: str, data_path: str, test_examples: int = TEST_EXAMPLES) -> dict:
     config = files.read_json(os.path.join(run_dir, "config.json"))
     dataset = data.load_dataset(config["dataset"], path=data_path)
     federated = experiment.federated_data(experiment.ExperimentConfig.from_saved({**config, "data_path": data_path}))
-    x = np.asarray(dataset.scaled(dataset.x_test[:EXAMPLES]))
-    y = dataset.y_test[:EXAMPLES]
+    x = np.asarray(dataset.scaled(dataset.x_test[:test_examples]))
+    y = dataset.y_test[:test_examples]
     model = tf.keras.models.load_model(os.path.join(run_dir, "final_model.keras"), compile=False)
     norms = [i for i, layer in enumerate(model.layers) if isinstance(layer, tf.keras.layers.BatchNormalization)]
     layers = []
@@ -43,15 +45,13 @@ def diagnose(run_dir: str, data_path: str) -> dict:
         })
 
     def accuracy(training: bool = False) -> float:
-        return float(np.mean(model(x, training=training).numpy().argmax(-1) == y))
+        predictions = [model(x[i:i + BATCH], training=training).numpy().argmax(-1) for i in range(0, len(x), BATCH)]
+        return float(np.mean(np.concatenate(predictions) == y))
 
-    moving = [(model.layers[i].moving_mean.numpy(), model.layers[i].moving_variance.numpy()) for i in norms]
-    result = {"run_dir": run_dir, "layers": layers, "accuracy_moving_statistics": accuracy()}
+    result = {"run_dir": run_dir, "test_examples": len(y), "layers": layers,
+              "accuracy_moving_statistics": accuracy()}
     _set_pooled_training_statistics(model, norms, federated)
     result["accuracy_pooled_training_statistics"] = accuracy()
-    for i, (mean, variance) in zip(norms, moving):
-        model.layers[i].moving_mean.assign(mean)
-        model.layers[i].moving_variance.assign(variance)
     for i in norms:
         norm = model.layers[i]
         norm.moving_mean.assign(tf.zeros_like(norm.moving_mean))
@@ -77,14 +77,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--data-path", default=os.path.join(ROOT, "..", "shared", "data", "fashion_mnist.npz"))
+    parser.add_argument("--test-examples", type=int, default=TEST_EXAMPLES,
+                        help=f"the first N test images (default {TEST_EXAMPLES})")
     args = parser.parse_args(argv)
-    result = diagnose(args.run_dir, args.data_path)
+    if args.test_examples < 1:
+        parser.error(f"--test-examples must be >= 1, got {args.test_examples}")
+    result = diagnose(args.run_dir, args.data_path, args.test_examples)
     files.write_json(os.path.join(args.run_dir, "batchnorm_diagnosis.json"), result)
     for layer in result["layers"]:
         print(f"{layer['layer']}: mean over channels of the mean {layer['true_mean']:.4f} (moving "
               f"{layer['moving_mean']:.4f}), of the variance {layer['true_variance']:.4f} (moving "
               f"{layer['moving_variance']:.4f})")
-    print(f"test accuracy on {EXAMPLES} images: moving statistics {result['accuracy_moving_statistics']:.4f}, "
+    print(f"test accuracy on {result['test_examples']} images: moving statistics {result['accuracy_moving_statistics']:.4f}, "
           f"initial 0/1 {result['accuracy_initial_statistics']:.4f}, batch statistics "
           f"{result['accuracy_batch_statistics']:.4f}, pooled training statistics "
           f"{result['accuracy_pooled_training_statistics']:.4f}")
