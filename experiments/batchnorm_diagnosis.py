@@ -3,8 +3,10 @@ BatchNorm layer's moving mean and variance beside the true mean and variance of 
 images, and the test accuracy with the moving statistics, with the initial ones (mean 0, variance 1:
 what a model whose statistics are never federated keeps), with the batch's own statistics, and with
 the exact statistics of the run's training examples (all clients' pooled; each layer's set in forward
-order at the model's weights): what a federation computing its statistics at the global model, instead
-of averaging the clients' moving ones, would evaluate with.
+order at the model's weights), and with the statistics one more federated exchange at the final
+weights would give: each client recalibrates from the model's statistics by training-mode forward
+passes over its training data (10 epochs, as FedTiny's BatchNorm selection), the example-weighted
+mean of the clients' results (`learning.abns` computes the same in TFF).
 
     .venv/bin/python experiments/batchnorm_diagnosis.py RUN_DIR [--data-path ../shared/data/fashion_mnist.npz]
         [--test-examples 10000]
@@ -19,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_sparsify import data, experiment, files
+from tff_sparsify.learning import abns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_EXAMPLES = 2000  # Test images used by default (the first ones).
@@ -50,12 +53,13 @@ def diagnose(run_dir: str, data_path: str, test_examples: int = TEST_EXAMPLES) -
 
     result = {"run_dir": run_dir, "test_examples": len(y), "layers": layers,
               "accuracy_moving_statistics": accuracy()}
+    moving = _statistics(model, norms)
     _set_pooled_training_statistics(model, norms, federated)
     result["accuracy_pooled_training_statistics"] = accuracy()
-    for i in norms:
-        norm = model.layers[i]
-        norm.moving_mean.assign(tf.zeros_like(norm.moving_mean))
-        norm.moving_variance.assign(tf.ones_like(norm.moving_variance))
+    _set_statistics(model, norms, moving)
+    _set_recalibrated_statistics(model, norms, federated)
+    result["accuracy_recalibrated_statistics"] = accuracy()
+    _set_statistics(model, norms, [[np.zeros_like(m), np.ones_like(v)] for m, v in moving])
     result["accuracy_initial_statistics"] = accuracy()
     result["accuracy_batch_statistics"] = accuracy(training=True)
     return result
@@ -71,6 +75,32 @@ def _set_pooled_training_statistics(model: tf.keras.Model, norms: list[int], fed
         inputs = inputs.reshape(-1, inputs.shape[-1])
         model.layers[i].moving_mean.assign(inputs.mean(0))
         model.layers[i].moving_variance.assign(inputs.var(0))
+
+
+def _set_recalibrated_statistics(model: tf.keras.Model, norms: list[int], federated: data.FederatedData,
+                                 epochs: int = abns.RECALIBRATION_EPOCHS) -> None:
+    """Sets each BatchNorm layer's moving statistics to the example-weighted mean over the clients of
+    the statistics each reaches from the model's own by `epochs` training-mode passes over its data."""
+    start = _statistics(model, norms)
+    total, sums = 0, None
+    for client, indices in enumerate(federated.partition.client_indices):
+        _set_statistics(model, norms, start)
+        for batch in federated.client_dataset(client, epochs=epochs):
+            model(batch["x"], training=True)  # Moves the moving statistics; the weights stay.
+        weighted = [[len(indices) * s for s in pair] for pair in _statistics(model, norms)]
+        sums = weighted if sums is None else [[a + b for a, b in zip(x, y)] for x, y in zip(sums, weighted)]
+        total += len(indices)
+    _set_statistics(model, norms, [[s / total for s in pair] for pair in sums])
+
+
+def _statistics(model: tf.keras.Model, norms: list[int]) -> list[list[np.ndarray]]:
+    return [[model.layers[i].moving_mean.numpy(), model.layers[i].moving_variance.numpy()] for i in norms]
+
+
+def _set_statistics(model: tf.keras.Model, norms: list[int], statistics) -> None:
+    for i, (mean, variance) in zip(norms, statistics):
+        model.layers[i].moving_mean.assign(mean)
+        model.layers[i].moving_variance.assign(variance)
 
 
 def main(argv=None) -> int:
@@ -91,7 +121,8 @@ def main(argv=None) -> int:
     print(f"test accuracy on {result['test_examples']} images: moving statistics {result['accuracy_moving_statistics']:.4f}, "
           f"initial 0/1 {result['accuracy_initial_statistics']:.4f}, batch statistics "
           f"{result['accuracy_batch_statistics']:.4f}, pooled training statistics "
-          f"{result['accuracy_pooled_training_statistics']:.4f}")
+          f"{result['accuracy_pooled_training_statistics']:.4f}, recalibrated by the clients "
+          f"{result['accuracy_recalibrated_statistics']:.4f}")
     return 0
 
 
