@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tff_sparsify import cli, config, report
+from tff_sparsify import cli, config, plots, report
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,12 @@ def test_accuracy_is_labelled_with_the_rounds_it_averages(table):
         text = f.read()
     assert f"accuracy (last {rounds} / final)" in text and f"mean test accuracy of the last {rounds} rounds" in text
     assert [config.last_rounds_label(n) for n in ([200, 200], [2], [2, 200])] == ["10", "2", "2-10"]
+
+
+def test_close_sparsities_share_one_tick_with_the_shortest_label():
+    assert plots.sparsity_ticks([0.9479, 0.95, 0.9879, 0.99, 0.9903]) == [0.95, 0.99]
+    assert plots.sparsity_ticks([0.8, 0.9, 0.95, 0.99]) == [0.8, 0.9, 0.95, 0.99]
+
+
+def test_labels_spread_just_enough_to_keep_their_gap():
+    assert plots.spread([0.1, 0.849, 0.854, 0.9], 0.03) == pytest.approx([0.1, 0.849, 0.879, 0.909])

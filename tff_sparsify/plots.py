@@ -59,7 +59,8 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
     sparsities = sorted({round(r["sparsity"], 4) for r in rows if r["sparsity"] > 0})
     if sparsities:
         sparsity_ax.set_xscale("function", functions=(_nines, _from_nines))
-        sparsity_ax.set_xticks(sparsities, [f"{s:g}" for s in sparsities])
+        ticks = sparsity_ticks(sparsities)
+        sparsity_ax.set_xticks(ticks, [f"{s:g}" for s in ticks])
         sparsity_ax.set_xlim(_from_nines(_nines(sparsities[0]) - 0.15), _from_nines(_nines(sparsities[-1]) + 0.15))
     last = last_rounds_label(r["rounds"] for r in rows)
     sparsity_ax.set(xlabel="sparsity of prunable weights", ylabel=f"test accuracy (mean of last {last} rounds)",
@@ -83,13 +84,22 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
     if points:
         low, high = min(p[0] for p in points), max(p[0] for p in points)
         flops_ax.set_xlim(low / 1.5, high * 1.5)
-    for (flops_x, accuracy, memory_x), same in points.items():
-        colour = colours[same[0]["method"]]
-        right_half = flops_x > np.sqrt(low * high)  # The middle of the log axis.
-        flops_ax.plot(flops_x, accuracy, "o", color=colour)
-        flops_ax.annotate(f"{' = '.join(r['run'] for r in same)} (memory x{memory_x:.3f})", (flops_x, accuracy),
-                          xytext=(-4 if right_half else 4, 4), textcoords="offset points", fontsize=7,
-                          color=colour, ha="right" if right_half else "left")  # Labels stay inside.
+        gap = 0.045 * max(0.2, max(p[1] for p in points) - min(p[1] for p in points))
+        top = max(p[1] for p in points)
+        for right_half in (False, True):  # Labels left of the log axis' middle point right, the others left.
+            side = sorted((p for p in points if (p[0] > np.sqrt(low * high)) == right_half), key=lambda p: p[1])
+            label_ys = spread([p[1] for p in side], gap)
+            top = max([top, *label_ys])
+            for (flops_x, accuracy, memory_x), label_y in zip(side, label_ys):
+                same = points[(flops_x, accuracy, memory_x)]
+                colour = colours[same[0]["method"]]
+                label = f"{' = '.join(r['run'] for r in same)} (memory x{memory_x:.3f})"
+                flops_ax.plot(flops_x, accuracy, "o", color=colour)
+                flops_ax.annotate(label, (flops_x, accuracy),
+                                  xytext=(flops_x / 1.08 if right_half else flops_x * 1.08, label_y + gap / 3),
+                                  fontsize=7, color=colour, ha="right" if right_half else "left",
+                                  arrowprops=dict(arrowstyle="-", color=colour, lw=0.5, alpha=0.6))
+        flops_ax.set_ylim(top=top + 2 * gap)  # Room for the highest label inside the axes.
     flops_ax.set_xscale("log")
     for ax in (comm_ax, flops_ax):
         _plain_log_ticks(ax)
@@ -106,13 +116,33 @@ def plot_comparison(rows: list[dict], histories: dict[str, list[dict]], path: st
 def _label_ends(ax, ends: list, colours: dict, gap: float = 0.035) -> None:
     """Each run's name right of the plot, at its curve's final accuracy, moved apart just enough not
     to overlap, with a thin line to its curve's end."""
-    previous = -1.0
-    for mbit, accuracy, row in sorted(ends, key=lambda end: end[1]):
-        label_y = max(accuracy, previous + gap)
-        previous = label_y
+    ends = sorted(ends, key=lambda end: end[1])
+    for (mbit, accuracy, row), label_y in zip(ends, spread([end[1] for end in ends], gap)):
         ax.annotate(row["run"], (mbit, accuracy), xytext=(1.02, label_y), textcoords=("axes fraction", "data"),
                     fontsize=8, color=colours[row["method"]], va="center",
                     arrowprops=dict(arrowstyle="-", color=colours[row["method"]], lw=0.5, alpha=0.6))
+
+
+def spread(values: list[float], gap: float) -> list[float]:
+    """Label positions for ascending `values`: each at its value, moved up just enough to stay `gap`
+    above the previous one."""
+    positions = []
+    for value in values:
+        positions.append(value if not positions else max(value, positions[-1] + gap))
+    return positions
+
+
+def sparsity_ticks(sparsities: list[float], min_gap: float = 0.1) -> list[float]:
+    """One tick per cluster of ascending `sparsities` whose neighbours lie within `min_gap` of each
+    other on the -log10(1 - s) axis: the cluster's value with the shortest label (0.95 among 0.9479
+    and 0.95), so that close runs' ticks do not overlap."""
+    clusters = []
+    for s in sparsities:
+        if clusters and _nines(s) - _nines(clusters[-1][-1]) < min_gap:
+            clusters[-1].append(s)
+        else:
+            clusters.append([s])
+    return [min(cluster, key=lambda s: len(f"{s:g}")) for cluster in clusters]
 
 
 def _plain_log_ticks(ax) -> None:
