@@ -118,8 +118,9 @@ def main(argv=None) -> int:
         print(f"{layer['layer']}: mean over channels of the mean {layer['true_mean']:.4f} (moving "
               f"{layer['moving_mean']:.4f}), of the variance {layer['true_variance']:.4f} (moving "
               f"{layer['moving_variance']:.4f})")
-    print(f"test accuracy on {result['test_examples']} images: moving statistics {result['accuracy_moving_statistics']:.4f}, "
-          f"initial 0/1 {result['accuracy_initial_statistics']:.4f}, batch statistics "
+    print(f"test accuracy on {result['test_examples']} images: moving statistics "
+          f"{result['accuracy_moving_statistics']:.4f}, initial 0/1 {result['accuracy_initial_statistics']:.4f}, "
+          f"batch statistics "
           f"{result['accuracy_batch_statistics']:.4f}, pooled training statistics "
           f"{result['accuracy_pooled_training_statistics']:.4f}, recalibrated by the clients "
           f"{result['accuracy_recalibrated_statistics']:.4f}")

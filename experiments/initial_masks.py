@@ -19,6 +19,7 @@ import numpy as np
 
 from tff_sparsify import experiment, files
 
+
 def initial_masks(config: experiment.ExperimentConfig) -> list[dict]:
     """One {shape, kept, total} per prunable kernel, in layer order."""
     task, weights = experiment.initial_weights(config)
