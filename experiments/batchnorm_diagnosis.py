@@ -30,8 +30,8 @@ BATCH = 2000  # Test images per batch; with batch statistics, each batch normali
 
 def diagnose(run_dir: str, data_path: str, test_examples: int = TEST_EXAMPLES) -> dict:
     config = files.read_json(os.path.join(run_dir, "config.json"))
-    dataset = data.load_dataset(config["dataset"], path=data_path)
     federated = experiment.federated_data(experiment.ExperimentConfig.from_saved({**config, "data_path": data_path}))
+    dataset = federated.dataset  # Its test split is whole: only training examples are held out or cut.
     x = np.asarray(dataset.scaled(dataset.x_test[:test_examples]))
     y = dataset.y_test[:test_examples]
     model = tf.keras.models.load_model(os.path.join(run_dir, "final_model.keras"), compile=False)
