@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tff_sparsify import cli, experiment
+from tff_sparsify.learning import abns
 
 from conftest import TINY_CONFIG
 
@@ -111,6 +112,8 @@ def test_partial_participation_samples_seeded_subsets():
         (["grid", "list", "--override", "quorum=0.7", "fashion_mnist_noniid2/fedavg"],
          "--override quorum=...: quorum applies to fedsparsify_local only, none of the selected cells"),
         (["bench", "."], "TFLITE '.': a directory"),
+        (["run", "--recalibrate-batch-norm"], "--recalibrate-batch-norm needs a model with BatchNorm layers; "
+                                              "model 'fc' has none"),
     ],
 )
 def test_bad_flags_get_a_one_line_error_naming_the_flag(argv, flag, capsys):
@@ -265,6 +268,53 @@ def test_snip_run_trains_within_its_initial_mask(tmp_path):
     assert [k.shape for k in trained_kernels] == [m.shape for m in masks]
     for kernel, mask in zip(trained_kernels, masks):
         assert np.all(kernel[mask == 0] == 0) and np.count_nonzero(kernel[mask == 1]) > 0.9 * mask.sum()
+
+
+def test_a_recalibrated_run_ships_and_reports_the_clients_recalibrated_batch_norm_statistics(tmp_path, monkeypatch):
+    config = experiment.ExperimentConfig.from_dict({**TINY_CONFIG, "model": "cnn", "rounds": 2,
+                                                    "recalibrate_batch_norm": True})
+    final = []  # The weights after the last round, as the recalibration receives them.
+    recalibrate = abns.recalibrate
+    monkeypatch.setattr(abns, "recalibrate", lambda *args: final.append(args[2]) or recalibrate(*args))
+    summary = experiment.run(config, str(tmp_path), progress=False)
+    recalibration, communication = summary["batch_norm_recalibration"], summary["communication"]
+    history = json.loads((tmp_path / "history.json").read_text())
+    rounds = sum(r["communication"]["download_params"] + r["communication"]["upload_params"] for r in history)
+    assert communication["params"] == rounds + communication["recalibration_params"]
+    assert communication["recalibration_params"] == (recalibration["communication"]["download_params"]
+                                                     + recalibration["communication"]["upload_params"])
+    # Each of the 3 clients returns the statistics (the CNN's 384: 2 x (64 + 128) channels) and its count.
+    assert recalibration["communication"]["upload_params"] == 3 * (384 + 1)
+    # The statistics are the clients' own at the final weights: Keras, client by client, from the
+    # averaged ones (10 training-mode passes over its data), then their example-weighted mean.
+    task, _ = experiment.initial_weights(config)
+    reference = task.sparse_keras_model(final[0])
+    shipped = tf.keras.models.load_model(tmp_path / "final_model.keras")
+    norms = [i for i, layer in enumerate(reference.layers) if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    averaged = [[reference.layers[i].moving_mean.numpy(), reference.layers[i].moving_variance.numpy()] for i in norms]
+    federated = experiment.federated_data(config)
+    total = sum(federated.partition.examples_per_client())
+    expected = [[0.0, 0.0] for _ in norms]
+    for client, indices in enumerate(federated.partition.client_indices):
+        for i, (mean, variance) in zip(norms, averaged):
+            reference.layers[i].moving_mean.assign(mean)
+            reference.layers[i].moving_variance.assign(variance)
+        for _ in range(10):
+            for batch in federated.client_dataset(client):
+                reference(batch["x"], training=True)
+        for pair, i in zip(expected, norms):
+            pair[0] += len(indices) / total * reference.layers[i].moving_mean.numpy()
+            pair[1] += len(indices) / total * reference.layers[i].moving_variance.numpy()
+    for i, (mean, variance), (old_mean, _) in zip(norms, expected, averaged):
+        assert np.max(np.abs(shipped.layers[i].moving_mean.numpy() - old_mean)) > 0.05
+        np.testing.assert_allclose(shipped.layers[i].moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(shipped.layers[i].moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
+    for kept, trained in zip(shipped.trainable_weights, task.sparse_keras_model(final[0]).trainable_weights):
+        np.testing.assert_array_equal(kept.numpy(), trained.numpy())
+    # What the summary reports is the model the run ships.
+    test = federated.test_dataset().map(lambda batch: (batch["x"], batch["y"]))
+    shipped.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    assert shipped.evaluate(test, verbose=0)[1] == pytest.approx(recalibration["test_accuracy"], abs=1e-6)
 
 
 def test_oneshot_finetune_needs_rounds_to_fine_tune():

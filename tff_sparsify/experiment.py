@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from tff_sparsify import algorithms, compat, data, distributed, files, layout, learning, models
 from tff_sparsify.core import metrics
-from tff_sparsify.learning import worker_data
+from tff_sparsify.learning import abns, worker_data
 from tff_sparsify.config import EXECUTION_FIELDS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
 from tff_sparsify.errors import NonFiniteError
 
@@ -59,7 +59,7 @@ def run(
             return files.read_json(os.path.join(output_dir, layout.SUMMARY_FILE))
         federated = federated_data(config)  # Validates data, partition and model before anything is written.
         model_name = _model_name(config)
-        _check_model_fits(model_name, federated.dataset)
+        _check_model_fits(model_name, federated.dataset, config.recalibrate_batch_norm)
         compat.configure_tff_runtime_once()
         with _cluster(config, progress) as cluster:  # Workers checked before anything is written.
             return _run(config, federated, model_name, output_dir, cluster, stop_after, progress, on_round)
@@ -83,6 +83,8 @@ def _run(config, federated, model_name, output_dir, cluster, stop_after, progres
             distributed.check_splittable(process.next, config.algorithm)
         state = process.initialize()
         state = checkpoint.load(state) if history else process.set_model_weights(state, weights)
+        # Traced before the evaluator's Keras model, which a model built in a graph later would invalidate.
+        recalibrate = abns.build_recalibration(setup.task) if config.recalibrate_batch_norm else None
         evaluator = _Evaluator(setup.task, federated.test_dataset(), config.batch_size)
         last = config.rounds if stop_after is None else min(config.rounds, len(history) + stop_after)
         counting = _RoundCounting(setup, algorithm, evaluator, history)
@@ -94,8 +96,26 @@ def _run(config, federated, model_name, output_dir, cluster, stop_after, progres
             callbacks.append(lambda row, state, history: _show(bar, row))
             next_round = functools.partial(cluster.call, process.next) if cluster else process.next
             state = _train(process, next_round, state, client_data, counting, history, last, callbacks)
-    summary = _summary(config, history, counting, evaluator.num_params)
-    return _write_results(summary, setup.task, process.get_model_weights(state), history, output_dir)
+    weights, recalibration = process.get_model_weights(state), None
+    if recalibrate and len(history) == config.rounds:
+        recalibration = _recalibrate(recalibrate, setup, weights, output_dir, progress)
+        weights = recalibration.weights
+    summary = _summary(config, history, counting, evaluator, recalibration)
+    return _write_results(summary, setup.task, weights, history, output_dir)
+
+
+def _recalibrate(recalibration, setup: algorithms.Setup, weights, output_dir: str, progress: bool):
+    """`abns.recalibrate` of the final `weights` over every client's training data (the
+    `recalibrate_batch_norm` exchange); a `NonFiniteError` if a statistic is not finite."""
+    federated = setup.federated
+    _say(progress, f"{output_dir}: recalibrating the BatchNorm statistics at the final weights over "
+                   f"{federated.num_clients} clients ({abns.RECALIBRATION_EPOCHS} epochs each)")
+    result = abns.recalibrate(recalibration, setup.task, weights, federated.client_datasets())
+    if not all(np.all(np.isfinite(s)) for s in result.weights.non_trainable):
+        raise NonFiniteError("the BatchNorm statistics the clients recalibrated hold NaN or inf; the run keeps its "
+                             "last checkpoint and writes no final model (run it without recalibrate_batch_norm "
+                             "into another directory to keep the averaged statistics)")
+    return result
 
 
 def sample_clients(config: ExperimentConfig, round_num: int) -> list[int]:
@@ -150,14 +170,17 @@ def _model_name(config: ExperimentConfig) -> str:
     return config.model or models.DEFAULT_MODEL[config.dataset]
 
 
-def _check_model_fits(name: str, dataset: data.Dataset) -> None:
+def _check_model_fits(name: str, dataset: data.Dataset, recalibrate_batch_norm: bool = False) -> None:
     try:
         with tf.Graph().as_default():
-            models.build_model(name, dataset.input_shape, dataset.num_classes)
+            model = models.build_model(name, dataset.input_shape, dataset.num_classes)
+            has_batch_norm = bool(models.batch_norm_statistics(model))
     except ValueError as error:
         reason = str(error).splitlines()[0].split(" for '")[0]
         raise ValueError(f"model {name!r} does not fit the {dataset.name} inputs of shape "
                          f"{'x'.join(map(str, dataset.input_shape))} ({reason})") from None
+    if recalibrate_batch_norm and not has_batch_norm:
+        raise ValueError(f"recalibrate_batch_norm needs a model with BatchNorm layers; model {name!r} has none")
 
 
 def _write_inputs(config: ExperimentConfig, federated: data.FederatedData, output_dir: str, resuming: bool) -> None:
@@ -411,10 +434,13 @@ def _finite_or_none(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _summary(config: ExperimentConfig, history: list[dict], counting: _RoundCounting, num_params: int) -> dict:
+def _summary(config: ExperimentConfig, history: list[dict], counting: _RoundCounting, evaluator: _Evaluator,
+             recalibration: abns.Recalibration | None) -> dict:
     last = history[-LAST_ROUNDS_FOR_MEAN:]
     ledger = counting.ledger
-    dense = metrics.dense_fedavg_cost(num_params, config.clients_per_round, len(history)) if history else 0
+    if recalibration:
+        ledger = metrics.CommunicationLedger([*ledger.rounds, recalibration.cost])
+    dense = metrics.dense_fedavg_cost(evaluator.num_params, config.clients_per_round, len(history)) if history else 0
     return {
         "config": config.to_dict(),
         "rounds_completed": len(history),
@@ -427,14 +453,25 @@ def _summary(config: ExperimentConfig, history: list[dict], counting: _RoundCoun
         "communication": {
             "params": ledger.params,
             "setup_params": counting.setup_cost.params,
+            "recalibration_params": recalibration.cost.params if recalibration else 0,
             "mbit": ledger.mbit,
             "bytes": ledger.bytes,
             "dense_fedavg_params": dense,
             "times_less_than_dense_fedavg": ledger.ratio_to(dense) if history else None,
         },
-        "compute": _compute_summary(history, counting.evaluator.activation_bytes),
+        "compute": _compute_summary(history, evaluator.activation_bytes),
+        "batch_norm_recalibration": _recalibration_summary(evaluator, recalibration),
         "seconds": round(sum(r["seconds"] for r in history), 1),
     }
+
+
+def _recalibration_summary(evaluator: _Evaluator, recalibration: abns.Recalibration | None) -> dict | None:
+    """The final model's test metrics with the clients' recalibrated BatchNorm statistics, and the
+    exchange's communication (None: not recalibrated)."""
+    if recalibration is None:
+        return None
+    return {**evaluator(recalibration.weights), "epochs": abns.RECALIBRATION_EPOCHS,
+            "communication": recalibration.cost.to_dict()}
 
 
 def _compute_summary(history: list[dict], activation_bytes: int) -> dict:

@@ -42,6 +42,8 @@ def run_row(run_dir: str, *, quantize: str = "none", threads: int = 1, repeats: 
         "sparsity": summary["final_sparsity"],
         "accuracy": summary[MEAN_ACCURACY],
         "final_accuracy": summary["final_test_accuracy"],
+        # The final model's, with the clients' recalibrated BatchNorm statistics (None: not recalibrated).
+        "recalibrated_accuracy": (summary.get("batch_norm_recalibration") or {}).get("test_accuracy"),
         "rounds": summary["rounds_completed"],
         "params": summary["final_nonzero_params"],
         "comm_params": summary["communication"]["params"],
@@ -98,7 +100,8 @@ def markdown(rows: list[dict]) -> str:
     lines = [header, "|" + " --- |" * 10]
     for r in rows:
         lines.append(
-            f"| {r['run']} | {r['sparsity']:.4f} | {r['accuracy']:.4f} / {r['final_accuracy']:.4f} | "
+            f"| {r['run']} | {r['sparsity']:.4f} | {r['accuracy']:.4f} / {r['final_accuracy']:.4f}"
+            f"{_recalibrated(r.get('recalibrated_accuracy'))} | "
             f"{r['params']:,} (x{r['params_x']:.2f}) | {r['comm_params'] / 1e6:,.1f} (x{r['comm_params_x']:.2f}) | "
             f"{_ratio(r['flops_x'])} | {_ratio(r['memory_x'])} | "
             f"{r['gzip_mb']:.3f} (x{r['gzip_mb_x']:.2f}) | {r['latency_ms']:.3f} (x{r['latency_ms_x']:.2f}) | "
@@ -106,10 +109,19 @@ def markdown(rows: list[dict]) -> str:
         )
     batch, threads, runtime = rows[0]["batch_size"], rows[0]["threads"], rows[0]["runtime"]
     lines.append(f"\nAccuracy: mean test accuracy of the last {last} rounds / final "
-                 f"round. Latency: median per batch of {batch}, {threads} thread(s), {runtime} interpreter. "
+                 f"round{RECALIBRATED_NOTE if any(r.get('recalibrated_accuracy') is not None for r in rows) else ''}. "
+                 f"Latency: median per batch of {batch}, {threads} thread(s), {runtime} interpreter. "
                  "Training FLOPs over the run and peak on-device memory (activations apart) relative to dense "
                  "training; other factors (x) relative to the first row.")
     return "\n".join(lines)
+
+
+RECALIBRATED_NOTE = (" (in brackets: the final model with the BatchNorm statistics the clients recalibrated "
+                     "after the last round, `recalibrate_batch_norm`)")
+
+
+def _recalibrated(accuracy: float | None) -> str:
+    return "" if accuracy is None else f" ({accuracy:.4f})"
 
 
 def _ratio(value: float | None) -> str:

@@ -10,6 +10,9 @@ For each candidate coarse mask c (its masked weights w * m_c):
   inference mode and returns its summed loss and |V_k|; L_c = sum_k loss_k / sum_k |V_k|.
 `select_candidate` returns c* = argmin L_c (ties: the first) with its statistics. Without
 recalibration (the "no ABNS" ablation) the candidates are evaluated with the server's statistics.
+
+`recalibrate` is exchange A once at a trained model's weights over the clients' training data (an
+option of every run, `ExperimentConfig.recalibrate_batch_norm`), with its communication.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify.core import metrics
 from tff_sparsify.learning.process import masked
 from tff_sparsify.learning.task import ModelTask
 
@@ -100,6 +104,33 @@ def select_candidate(task: ModelTask, weights, candidate_masks, client_data, *, 
         losses.append(float(loss) / float(examples))
     index = int(np.argmin(losses))
     return Selection(index, tuple(losses), candidates[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class Recalibration:
+    """A model's weights with the clients' recalibrated statistics, and what the exchange sent."""
+
+    weights: tff.learning.models.ModelWeights
+    cost: metrics.RoundCost
+
+
+def recalibrate(recalibration: tff.Computation, task: ModelTask, weights, client_data) -> Recalibration:
+    """Exchange A (`recalibration`, `build_recalibration(task)`'s) at `weights` over `client_data`
+    (one dataset per client): each client receives the model as the rounds send it (its kept kernel
+    positions, the other trainable weights, the statistics) and returns its statistics and example
+    count; the weights keep everything but the statistics, which become the clients'
+    example-weighted mean."""
+    layout = task.layout
+    statistics = [np.asarray(s) for s in recalibration(weights, client_data)]
+    sent_statistics = sum(s.size for s in statistics)
+    kept = sum(int(np.count_nonzero(m)) for m in layout.full_masks(
+        list(weights.trainable), [np.asarray(m) for m in layout.masks(weights.non_trainable)]))
+    clients = len(client_data)
+    download = kept + sent_statistics
+    download_bytes = int(metrics.encoded_bytes([*weights.trainable, *layout.statistics(weights.non_trainable)]))
+    cost = metrics.RoundCost(clients * download, clients * (sent_statistics + 1),
+                             download_bytes=clients * download_bytes, upload_bytes=clients * 4 * (sent_statistics + 1))
+    return Recalibration(_with_statistics(task, weights, statistics), cost)
 
 
 def _client_computation(task: ModelTask, weights_type, data_type, body) -> tff.Computation:
