@@ -87,22 +87,3 @@ def test_recalibration_changes_the_choice_where_the_servers_statistics_mislead(t
     np.testing.assert_allclose(mean, [10 * (1 - 0.5 ** 40), 0], rtol=1e-5)
     np.testing.assert_allclose(variance[0], 1, rtol=1e-2)
 
-
-def test_a_final_recalibration_replaces_only_the_statistics_and_counts_its_exchange(task, weights):
-    clients = [client([1, 3], 2), client([5, -1], 6)]
-    diagonal = np.float32([[1, 0], [0, 1]])  # The Dense kernel keeps 2 of its 4 weights.
-    pruned = abns._with_masks(task, weights, [diagonal])
-    result = abns.recalibrate(abns.build_recalibration(task, epochs=2), task, pruned, clients)
-    first, second = 1 - 0.5 ** 2, 1 - 0.5 ** 6  # As in the first test: 2 and 6 steps.
-    mean, variance = task.layout.statistics(result.weights.non_trainable)
-    np.testing.assert_allclose(mean, (2 * first * np.float32([1, 3]) + 6 * second * np.float32([5, -1])) / 8, rtol=1e-6)
-    np.testing.assert_allclose(variance, (2 * 0.5 ** 2 + 6 * 0.5 ** 6) / 8 * np.ones(2), rtol=1e-5)
-    for new, old in zip(result.weights.trainable, pruned.trainable):
-        np.testing.assert_array_equal(new, old)
-    np.testing.assert_array_equal(task.layout.masks(result.weights.non_trainable)[0], diagonal)
-    # Each of the 2 clients receives the kept weights (BatchNorm gamma 2, beta 2, kernel 2 of 4, bias 2)
-    # and the 4 statistics, and returns the 4 statistics and its count.
-    assert (result.cost.download_params, result.cost.upload_params) == (2 * (8 + 4), 2 * (4 + 1))
-    # Cheapest encodings of what is sent: gamma dense 8 bytes, beta and bias and the moving mean all
-    # zero (0), the kernel as a bitmap (1 + 2 x 4), the moving variance (ones) dense 8; 4-byte replies.
-    assert (result.cost.download_bytes, result.cost.upload_bytes) == (2 * (8 + 9 + 8), 2 * 4 * 5)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tff_sparsify import cli, experiment
-from tff_sparsify.learning import abns
+from tff_sparsify.learning import batch_norm
 
 from conftest import TINY_CONFIG
 
@@ -274,8 +274,8 @@ def test_a_recalibrated_run_ships_and_reports_the_clients_recalibrated_batch_nor
     config = experiment.ExperimentConfig.from_dict({**TINY_CONFIG, "model": "cnn", "rounds": 2,
                                                     "recalibrate_batch_norm": True})
     final = []  # The weights after the last round, as the recalibration receives them.
-    recalibrate = abns.recalibrate
-    monkeypatch.setattr(abns, "recalibrate", lambda *args: final.append(args[2]) or recalibrate(*args))
+    recalibrate = batch_norm.recalibrate
+    monkeypatch.setattr(batch_norm, "recalibrate", lambda *args: final.append(args[2]) or recalibrate(*args))
     summary = experiment.run(config, str(tmp_path), progress=False)
     recalibration, communication = summary["batch_norm_recalibration"], summary["communication"]
     history = json.loads((tmp_path / "history.json").read_text())
@@ -285,30 +285,30 @@ def test_a_recalibrated_run_ships_and_reports_the_clients_recalibrated_batch_nor
                                                      + recalibration["communication"]["upload_params"])
     # Each of the 3 clients returns the statistics (the CNN's 384: 2 x (64 + 128) channels) and its count.
     assert recalibration["communication"]["upload_params"] == 3 * (384 + 1)
-    # The statistics are the clients' own at the final weights: Keras, client by client, from the
-    # averaged ones (10 training-mode passes over its data), then their example-weighted mean.
+    # The statistics are the clients' own at the final weights: in Keras, each client's batches in
+    # training mode (momentum 0: a moving statistic is then the batch's), weighted by their examples,
+    # then the clients' example-weighted mean.
     task, _ = experiment.initial_weights(config)
     reference = task.sparse_keras_model(final[0])
     shipped = tf.keras.models.load_model(tmp_path / "final_model.keras")
-    norms = [i for i, layer in enumerate(reference.layers) if isinstance(layer, tf.keras.layers.BatchNormalization)]
-    averaged = [[reference.layers[i].moving_mean.numpy(), reference.layers[i].moving_variance.numpy()] for i in norms]
+    norms = [layer for layer in reference.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    averaged = [layer.moving_mean.numpy() for layer in norms]
     federated = experiment.federated_data(config)
     total = sum(federated.partition.examples_per_client())
     expected = [[0.0, 0.0] for _ in norms]
-    for client, indices in enumerate(federated.partition.client_indices):
-        for i, (mean, variance) in zip(norms, averaged):
-            reference.layers[i].moving_mean.assign(mean)
-            reference.layers[i].moving_variance.assign(variance)
-        for _ in range(10):
-            for batch in federated.client_dataset(client):
-                reference(batch["x"], training=True)
-        for pair, i in zip(expected, norms):
-            pair[0] += len(indices) / total * reference.layers[i].moving_mean.numpy()
-            pair[1] += len(indices) / total * reference.layers[i].moving_variance.numpy()
-    for i, (mean, variance), (old_mean, _) in zip(norms, expected, averaged):
-        assert np.max(np.abs(shipped.layers[i].moving_mean.numpy() - old_mean)) > 0.05
-        np.testing.assert_allclose(shipped.layers[i].moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(shipped.layers[i].moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
+    for layer in norms:
+        layer.momentum = 0.0
+    for client in range(config.num_clients):
+        for batch in federated.client_dataset(client):
+            reference(batch["x"], training=True)
+            for pair, layer in zip(expected, norms):
+                pair[0] += len(batch["y"]) / total * layer.moving_mean.numpy()
+                pair[1] += len(batch["y"]) / total * layer.moving_variance.numpy()
+    shipped_norms = [layer for layer in shipped.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    for layer, (mean, variance), old_mean in zip(shipped_norms, expected, averaged):
+        assert np.max(np.abs(layer.moving_mean.numpy() - old_mean)) > 0.05
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
     for kept, trained in zip(shipped.trainable_weights, task.sparse_keras_model(final[0]).trainable_weights):
         np.testing.assert_array_equal(kept.numpy(), trained.numpy())
     # What the summary reports is the model the run ships.

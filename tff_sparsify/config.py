@@ -53,10 +53,10 @@ class ExperimentConfig:
     client_nesterov: bool = False  # Nesterov momentum (paper: CIFAR-100); needs client_momentum > 0.
     server_learning_rate: float = 1.0
     seed: int = 1990
-    # After the last round, one more exchange over every client: each recalibrates the BatchNorm
-    # statistics at the final weights (10 training-mode epochs over its training data, as FedTiny's
-    # selection) and the server sets their example-weighted mean, counted in communication; the
-    # final model keeps them. False: the authors' protocol, the clients' averaged moving statistics.
+    # After the last round, one more exchange over every client: each computes the BatchNorm
+    # statistics of its training data at the final weights (`learning.batch_norm`) and the server
+    # sets their example-weighted mean, counted in communication; the final model keeps them.
+    # False: the authors' protocol, the clients' averaged moving statistics.
     recalibrate_batch_norm: bool = False
     # Where rounds run (not part of the experiment: a run may resume elsewhere): TFF workers
     # "host:port,host:port" or "local:N" (README, "Past one machine"); None: this process.

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from tff_sparsify import algorithms, compat, data, distributed, files, layout, learning, models
 from tff_sparsify.core import metrics
-from tff_sparsify.learning import abns, worker_data
+from tff_sparsify.learning import batch_norm, worker_data
 from tff_sparsify.config import EXECUTION_FIELDS, LAST_ROUNDS_FOR_MEAN, MEAN_ACCURACY, ExperimentConfig
 from tff_sparsify.errors import NonFiniteError
 
@@ -84,7 +84,7 @@ def _run(config, federated, model_name, output_dir, cluster, stop_after, progres
         state = process.initialize()
         state = checkpoint.load(state) if history else process.set_model_weights(state, weights)
         # Traced before the evaluator's Keras model, which a model built in a graph later would invalidate.
-        recalibrate = abns.build_recalibration(setup.task) if config.recalibrate_batch_norm else None
+        recalibrate = batch_norm.build_batch_statistics(setup.task) if config.recalibrate_batch_norm else None
         evaluator = _Evaluator(setup.task, federated.test_dataset(), config.batch_size)
         last = config.rounds if stop_after is None else min(config.rounds, len(history) + stop_after)
         counting = _RoundCounting(setup, algorithm, evaluator, history)
@@ -105,12 +105,12 @@ def _run(config, federated, model_name, output_dir, cluster, stop_after, progres
 
 
 def _recalibrate(recalibration, setup: algorithms.Setup, weights, output_dir: str, progress: bool):
-    """`abns.recalibrate` of the final `weights` over every client's training data (the
+    """`batch_norm.recalibrate` of the final `weights` over every client's training data (the
     `recalibrate_batch_norm` exchange); a `NonFiniteError` if a statistic is not finite."""
     federated = setup.federated
-    _say(progress, f"{output_dir}: recalibrating the BatchNorm statistics at the final weights over "
-                   f"{federated.num_clients} clients ({abns.RECALIBRATION_EPOCHS} epochs each)")
-    result = abns.recalibrate(recalibration, setup.task, weights, federated.client_datasets())
+    _say(progress, f"{output_dir}: recalibrating the BatchNorm statistics at the final weights: one pass "
+                   f"over each of the {federated.num_clients} clients' data")
+    result = batch_norm.recalibrate(recalibration, setup.task, weights, federated.client_datasets())
     if not all(np.all(np.isfinite(s)) for s in result.weights.non_trainable):
         raise NonFiniteError("the BatchNorm statistics the clients recalibrated hold NaN or inf; the run keeps its "
                              "last checkpoint and writes no final model (run it without recalibrate_batch_norm "
@@ -435,7 +435,7 @@ def _finite_or_none(value) -> float | None:
 
 
 def _summary(config: ExperimentConfig, history: list[dict], counting: _RoundCounting, evaluator: _Evaluator,
-             recalibration: abns.Recalibration | None) -> dict:
+             recalibration: batch_norm.Recalibration | None) -> dict:
     last = history[-LAST_ROUNDS_FOR_MEAN:]
     ledger = counting.ledger
     if recalibration:
@@ -465,13 +465,12 @@ def _summary(config: ExperimentConfig, history: list[dict], counting: _RoundCoun
     }
 
 
-def _recalibration_summary(evaluator: _Evaluator, recalibration: abns.Recalibration | None) -> dict | None:
+def _recalibration_summary(evaluator: _Evaluator, recalibration: batch_norm.Recalibration | None) -> dict | None:
     """The final model's test metrics with the clients' recalibrated BatchNorm statistics, and the
     exchange's communication (None: not recalibrated)."""
     if recalibration is None:
         return None
-    return {**evaluator(recalibration.weights), "epochs": abns.RECALIBRATION_EPOCHS,
-            "communication": recalibration.cost.to_dict()}
+    return {**evaluator(recalibration.weights), "communication": recalibration.cost.to_dict()}
 
 
 def _compute_summary(history: list[dict], activation_bytes: int) -> dict:

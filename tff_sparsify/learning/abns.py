@@ -10,9 +10,6 @@ For each candidate coarse mask c (its masked weights w * m_c):
   inference mode and returns its summed loss and |V_k|; L_c = sum_k loss_k / sum_k |V_k|.
 `select_candidate` returns c* = argmin L_c (ties: the first) with its statistics. Without
 recalibration (the "no ABNS" ablation) the candidates are evaluated with the server's statistics.
-
-`recalibrate` is exchange A once at a trained model's weights over the clients' training data (an
-option of every run, `ExperimentConfig.recalibrate_batch_norm`), with its communication.
 """
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify.core import metrics
+from tff_sparsify.learning.batch_norm import client_computation, computation_types, with_statistics
 from tff_sparsify.learning.process import masked
 from tff_sparsify.learning.task import ModelTask
 
@@ -32,7 +29,7 @@ RECALIBRATION_EPOCHS = 10
 def build_recalibration(task: ModelTask, epochs: int = RECALIBRATION_EPOCHS) -> tff.Computation:
     """(model weights at SERVER, validation data at CLIENTS) -> the clients' |V_k|-weighted mean
     BatchNorm statistics (layout order) at SERVER, after `epochs` training-mode passes each."""
-    weights_type, data_type = _types(task)
+    weights_type, data_type = computation_types(task)
     layout = task.layout
 
     def passes(model, model_weights, dataset):
@@ -44,7 +41,7 @@ def build_recalibration(task: ModelTask, epochs: int = RECALIBRATION_EPOCHS) -> 
         statistics = [tf.identity(s) for s in layout.statistics(model_weights.non_trainable)]
         return statistics, tf.cast(examples // epochs, tf.float32)
 
-    recalibrate = _client_computation(task, weights_type, data_type, passes)
+    recalibrate = client_computation(task, weights_type, data_type, passes)
 
     @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(data_type, tff.CLIENTS))
     def recalibration(weights, client_data):
@@ -57,7 +54,7 @@ def build_recalibration(task: ModelTask, epochs: int = RECALIBRATION_EPOCHS) -> 
 def build_evaluation(task: ModelTask) -> tff.Computation:
     """(model weights at SERVER, validation data at CLIENTS) -> (summed loss, examples) at SERVER, in
     inference mode."""
-    weights_type, data_type = _types(task)
+    weights_type, data_type = computation_types(task)
 
     def losses(model, model_weights, dataset):
         def add(sums, batch):
@@ -67,7 +64,7 @@ def build_evaluation(task: ModelTask) -> tff.Computation:
 
         return dataset.reduce((tf.constant(0.0, tf.float64), tf.constant(0.0, tf.float64)), add)
 
-    evaluate = _client_computation(task, weights_type, data_type, losses)
+    evaluate = client_computation(task, weights_type, data_type, losses)
 
     @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(data_type, tff.CLIENTS))
     def evaluation(weights, client_data):
@@ -98,7 +95,7 @@ def select_candidate(task: ModelTask, weights, candidate_masks, client_data, *, 
         candidate = _with_masks(task, weights, masks)
         if recalibration is not None:
             statistics = [np.asarray(s) for s in recalibration(candidate, client_data)]
-            candidate = _with_statistics(task, candidate, statistics)
+            candidate = with_statistics(task, candidate, statistics)
         loss, examples = evaluation(candidate, client_data)
         candidates.append(candidate)
         losses.append(float(loss) / float(examples))
@@ -106,67 +103,7 @@ def select_candidate(task: ModelTask, weights, candidate_masks, client_data, *, 
     return Selection(index, tuple(losses), candidates[index])
 
 
-@dataclasses.dataclass(frozen=True)
-class Recalibration:
-    """A model's weights with the clients' recalibrated statistics, and what the exchange sent."""
-
-    weights: tff.learning.models.ModelWeights
-    cost: metrics.RoundCost
-
-
-def recalibrate(recalibration: tff.Computation, task: ModelTask, weights, client_data) -> Recalibration:
-    """Exchange A (`recalibration`, `build_recalibration(task)`'s) at `weights` over `client_data`
-    (one dataset per client): each client receives the model as the rounds send it (its kept kernel
-    positions, the other trainable weights, the statistics) and returns its statistics and example
-    count; the weights keep everything but the statistics, which become the clients'
-    example-weighted mean."""
-    layout = task.layout
-    statistics = [np.asarray(s) for s in recalibration(weights, client_data)]
-    sent_statistics = sum(s.size for s in statistics)
-    kept = sum(int(np.count_nonzero(m)) for m in layout.full_masks(
-        list(weights.trainable), [np.asarray(m) for m in layout.masks(weights.non_trainable)]))
-    clients = len(client_data)
-    download = kept + sent_statistics
-    download_bytes = int(metrics.encoded_bytes([*weights.trainable, *layout.statistics(weights.non_trainable)]))
-    cost = metrics.RoundCost(clients * download, clients * (sent_statistics + 1),
-                             download_bytes=clients * download_bytes, upload_bytes=clients * 4 * (sent_statistics + 1))
-    return Recalibration(_with_statistics(task, weights, statistics), cost)
-
-
-def _client_computation(task: ModelTask, weights_type, data_type, body) -> tff.Computation:
-    """A client's TF computation (weights, dataset) -> `body(model, model_weights, dataset)`, run in a
-    fresh model holding `weights`."""
-
-    @tff.tensorflow.computation(weights_type, data_type)
-    def client(weights, dataset):
-        model = task.tff_model()
-        model_weights = tff.learning.models.ModelWeights.from_model(model)
-
-        @tf.function
-        def run():
-            tf.nest.map_structure(lambda v, w: v.assign(w), model_weights, weights)
-            return body(model, model_weights, dataset)
-
-        return run()
-
-    return client
-
-
-def _types(task: ModelTask):
-    with tf.Graph().as_default():
-        tff_model = task.tff_model()
-    return (tff.learning.models.weights_type_from_model(tff_model),
-            tff.SequenceType(tff.types.tensorflow_to_type(tff_model.input_spec)))
-
-
 def _with_masks(task: ModelTask, weights, masks) -> tff.learning.models.ModelWeights:
     """`weights` with `masks` in place of their masks, the kernels multiplied by them."""
     non_trainable = task.layout.replace_masks(list(weights.non_trainable), [np.asarray(m, np.float32) for m in masks])
     return masked(task, tff.learning.models.ModelWeights(trainable=list(weights.trainable), non_trainable=non_trainable))
-
-
-def _with_statistics(task: ModelTask, weights, statistics) -> tff.learning.models.ModelWeights:
-    return tff.learning.models.ModelWeights(
-        trainable=list(weights.trainable),
-        non_trainable=task.layout.replace_statistics(list(weights.non_trainable), statistics),
-    )
