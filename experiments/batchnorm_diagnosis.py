@@ -3,10 +3,9 @@ BatchNorm layer's moving mean and variance beside the true mean and variance of 
 images, and the test accuracy with the moving statistics, with the initial ones (mean 0, variance 1:
 what a model whose statistics are never federated keeps), with the batch's own statistics, and with
 the exact statistics of the run's training examples (all clients' pooled; each layer's set in forward
-order at the model's weights), and with the statistics one more federated exchange at the final
-weights would give: each client recalibrates from the model's statistics by training-mode forward
-passes over its training data (10 epochs, as FedTiny's BatchNorm selection), the example-weighted
-mean of the clients' results (`learning.abns` computes the same in TFF).
+order at the model's weights), and with the statistics the `recalibrate_batch_norm` exchange sets
+(`learning.batch_norm` computes them in TFF): over every client's batches in training mode, the
+example-weighted mean of each batch's statistics.
 
     .venv/bin/python experiments/batchnorm_diagnosis.py RUN_DIR [--data-path ../shared/data/fashion_mnist.npz]
         [--test-examples 10000]
@@ -21,7 +20,6 @@ import numpy as np
 import tensorflow as tf
 
 from tff_sparsify import data, experiment, files
-from tff_sparsify.learning import abns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_EXAMPLES = 2000  # Test images used by default (the first ones).
@@ -77,20 +75,23 @@ def _set_pooled_training_statistics(model: tf.keras.Model, norms: list[int], fed
         model.layers[i].moving_variance.assign(inputs.var(0))
 
 
-def _set_recalibrated_statistics(model: tf.keras.Model, norms: list[int], federated: data.FederatedData,
-                                 epochs: int = abns.RECALIBRATION_EPOCHS) -> None:
-    """Sets each BatchNorm layer's moving statistics to the example-weighted mean over the clients of
-    the statistics each reaches from the model's own by `epochs` training-mode passes over its data."""
-    start = _statistics(model, norms)
-    total, sums = 0, None
-    for client, indices in enumerate(federated.partition.client_indices):
-        _set_statistics(model, norms, start)
-        for batch in federated.client_dataset(client, epochs=epochs):
-            model(batch["x"], training=True)  # Moves the moving statistics; the weights stay.
-        weighted = [[len(indices) * s for s in pair] for pair in _statistics(model, norms)]
-        sums = weighted if sums is None else [[a + b for a, b in zip(x, y)] for x, y in zip(sums, weighted)]
-        total += len(indices)
-    _set_statistics(model, norms, [[s / total for s in pair] for pair in sums])
+def _set_recalibrated_statistics(model: tf.keras.Model, norms: list[int], federated: data.FederatedData) -> None:
+    """Sets each BatchNorm layer's moving statistics to what `recalibrate_batch_norm` sets
+    (`learning.batch_norm`): over every client's batches in training mode at the model's weights,
+    the example-weighted mean of each batch's statistics."""
+    momenta = [model.layers[i].momentum for i in norms]
+    for i in norms:
+        model.layers[i].momentum = 0.0  # A moving statistic is then the last batch's.
+    total = sum(federated.partition.examples_per_client())
+    sums = [[0.0, 0.0] for _ in norms]
+    for client in range(federated.num_clients):
+        for batch in federated.client_dataset(client):
+            model(batch["x"], training=True)  # Sets the moving statistics; the weights stay.
+            share = len(batch["y"]) / total
+            sums = [[a + share * b for a, b in zip(pair, now)] for pair, now in zip(sums, _statistics(model, norms))]
+    _set_statistics(model, norms, sums)
+    for i, momentum in zip(norms, momenta):
+        model.layers[i].momentum = momentum
 
 
 def _statistics(model: tf.keras.Model, norms: list[int]) -> list[list[np.ndarray]]:

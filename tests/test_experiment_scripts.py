@@ -33,12 +33,13 @@ def test_pooled_training_statistics_are_every_clients_examples_together():
 
 def test_recalibrated_statistics_are_the_clients_example_weighted_mean():
     # Class 0: pixels 0 and 0.5 (mean 0.25, variance 0.0625); class 1: 1 and 0.5 (0.75, 0.0625). One
-    # class per client, one batch each; BatchNorm momentum 0 keeps the last batch's statistics.
+    # class per client, one batch each; whatever the layer's momentum, each batch counts whole.
     dataset = data.from_arrays(np.array([0, 100, 200, 100]).reshape(4, 1, 1), [0, 0, 1, 1],
                                np.zeros((1, 1, 1), np.uint8), [0], max_value=200.0)
     federated = data.federate(dataset, 2, "label_skew", classes_per_client=1, batch_size=2)
     model = tf.keras.Sequential([tf.keras.Input((1, 1, 1)), tf.keras.layers.Flatten(),
-                                 tf.keras.layers.BatchNormalization(momentum=0.0), tf.keras.layers.Dense(2)])
-    _script("batchnorm_diagnosis")._set_recalibrated_statistics(model, [1], federated, epochs=1)
+                                 tf.keras.layers.BatchNormalization(momentum=0.9), tf.keras.layers.Dense(2)])
+    _script("batchnorm_diagnosis")._set_recalibrated_statistics(model, [1], federated)
     assert model.layers[1].moving_mean.numpy() == pytest.approx([0.5])
     assert model.layers[1].moving_variance.numpy() == pytest.approx([0.0625])  # Pooled: 0.125.
+    assert model.layers[1].momentum == 0.9
