@@ -5,9 +5,8 @@ every run may add (`ExperimentConfig.recalibrate_batch_norm`).
 The recalibration (`build_batch_statistics`, `recalibrate`): every client receives the model, passes
 its training data through it once in training mode (no gradients, no weight change) and returns,
 for each BatchNorm layer, the example-weighted mean of the batch means and variances Keras computes
-there (the values its moving averages follow; a moving average of 10 epochs would still hold
-0.99^steps of the starting statistics on a small client), and its example count; the server sets
-their example-weighted mean.
+there (the values its moving averages follow, without the moving average's memory of the starting
+statistics), and its example count; the server sets their example-weighted mean.
 """
 from __future__ import annotations
 
@@ -43,8 +42,8 @@ def build_batch_statistics(task: ModelTask) -> tff.Computation:
         sums, count = dataset.reduce((tuple(tf.zeros_like(s) for s in statistics), tf.constant(0.0)), add)
         return [total / count for total in sums], count
 
-    client = client_computation(task, weights_type, data_type, batch_statistics, keras_model_fn=lambda: _momentum_zero(
-        task.wrapped_keras_model()))
+    client = client_computation(task, weights_type, data_type, batch_statistics,
+                                keras_model_fn=lambda: _momentum_zero(task.wrapped_keras_model()))
 
     @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(data_type, tff.CLIENTS))
     def batch_statistics_mean(weights, client_data):
