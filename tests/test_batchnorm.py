@@ -1,6 +1,7 @@
 """BatchNorm moving statistics are federated (README, Measures, "BatchNorm statistics"): every client
 sends the statistics it holds after local training and the global model takes their example-weighted
-mean."""
+mean; the optional final recalibration (`learning.batch_norm`) replaces them with the clients' exact
+batch statistics at the final weights, on a hand-computed case."""
 import collections
 
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify import experiment, export, learning, models
 from tff_sparsify.core import schedules
-from tff_sparsify.learning import MajorityVoteFactory
+from tff_sparsify.learning import MajorityVoteFactory, abns, batch_norm
 from tff_sparsify.algorithms import fedavg, fedprox, fedsparsify_global, fedsparsify_local, random_pruning
 
 SCHEDULE = schedules.SparsitySchedule(final_sparsity=0.5, total_rounds=2)
@@ -117,3 +118,46 @@ def test_bn_model_tflite_agrees_with_keras(cnn_run, tmp_path):
     for parity in report["parity"].values():
         assert parity["agreement"] == 1.0
         assert parity["max_abs_diff"] < 1e-4
+
+
+def points_client(points) -> tf.data.Dataset:
+    """The examples `points` (2 features each), in batches of 2."""
+    x = np.float32(points)
+    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=np.zeros(len(x), np.int64))).batch(2)
+
+
+# Client 1: batches {(0, 0), (2, 4)} (mean (1, 2), variance (1, 4)) and {(4, 2)} (mean (4, 2),
+# variance 0): mean (2, 2), variance (2/3, 8/3) over its 3 examples. Client 2: mean (6, 0), variance 0
+# over 2. Together: mean (3 (2, 2) + 2 (6, 0)) / 5 = (3.6, 1.2), variance (0.4, 1.6), whatever the
+# starting statistics and the layer's momentum (0.99).
+RECALIBRATION_CLIENTS = ([[0, 0], [2, 4], [4, 2]], [[6, 0], [6, 0]])
+
+
+def test_recalibrated_statistics_are_the_example_weighted_mean_of_every_batchs(bn_task):
+    tf.keras.utils.set_random_seed(0)
+    weights = models.initial_model_weights(bn_task.wrapped_keras_model())
+    clients = [points_client(c) for c in RECALIBRATION_CLIENTS]
+    mean, variance = batch_norm.build_batch_statistics(bn_task)(weights, clients)
+    np.testing.assert_allclose(mean, [3.6, 1.2], rtol=1e-6)
+    np.testing.assert_allclose(variance, [0.4, 1.6], rtol=1e-6)
+
+
+def test_a_recalibration_replaces_only_the_statistics_and_counts_its_exchange(bn_task):
+    tf.keras.utils.set_random_seed(0)
+    weights = models.initial_model_weights(bn_task.wrapped_keras_model())
+    kept = np.float32([[1, 0, 0], [0, 1, 0]])  # The Dense kernel keeps 2 of its 6 weights.
+    pruned = abns._with_masks(bn_task, weights, [kept])
+    clients = [points_client(c) for c in RECALIBRATION_CLIENTS]
+    result = batch_norm.recalibrate(batch_norm.build_batch_statistics(bn_task), bn_task, pruned, clients)
+    mean, variance = bn_task.layout.statistics(result.weights.non_trainable)
+    np.testing.assert_allclose(mean, [3.6, 1.2], rtol=1e-6)
+    np.testing.assert_allclose(variance, [0.4, 1.6], rtol=1e-6)
+    for new, old in zip(result.weights.trainable, pruned.trainable):
+        np.testing.assert_array_equal(new, old)
+    np.testing.assert_array_equal(bn_task.layout.masks(result.weights.non_trainable)[0], kept)
+    # Each of the 2 clients receives the kept weights (BatchNorm gamma 2, beta 2, kernel 2 of 6, bias 3)
+    # and the 4 statistics, and returns the 4 statistics and its count.
+    assert (result.cost.download_params, result.cost.upload_params) == (2 * (9 + 4), 2 * (4 + 1))
+    # Cheapest encodings of what is sent: gamma dense 8 bytes, beta and bias and the moving mean all
+    # zero (0), the kernel as a bitmap (1 + 2 x 4), the moving variance (ones) dense 8; 4-byte replies.
+    assert (result.cost.download_bytes, result.cost.upload_bytes) == (2 * (8 + 9 + 8), 2 * 4 * 5)
