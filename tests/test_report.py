@@ -95,6 +95,16 @@ def test_accuracy_is_labelled_with_the_rounds_it_averages(table):
     assert [config.last_rounds_label(n) for n in ([200, 200], [2], [2, 200])] == ["10", "2", "2-10"]
 
 
+def test_a_recalibrated_runs_final_accuracy_follows_in_brackets(table):
+    _, _, rows = table
+    assert rows[0]["recalibrated_accuracy"] is None  # The tiny run did not recalibrate.
+    plain = report.markdown(rows)
+    recalibrated = report.markdown([{**rows[0], "recalibrated_accuracy": 0.91234}, rows[1]])
+    final = f"{rows[0]['accuracy']:.4f} / {rows[0]['final_accuracy']:.4f}"
+    assert f"{final} |" in plain and "in brackets" not in plain
+    assert f"{final} (0.9123) |" in recalibrated and "in brackets: the final model with the BatchNorm" in recalibrated
+
+
 def test_close_sparsities_share_one_tick_with_the_shortest_label():
     assert plots.sparsity_ticks([0.9479, 0.95, 0.9879, 0.99, 0.9903]) == [0.95, 0.99]
     assert plots.sparsity_ticks([0.8, 0.9, 0.95, 0.99]) == [0.8, 0.9, 0.95, 0.99]
