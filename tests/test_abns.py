@@ -86,4 +86,3 @@ def test_recalibration_changes_the_choice_where_the_servers_statistics_mislead(t
     mean, variance = task.layout.statistics(adaptive.weights.non_trainable)[:2]
     np.testing.assert_allclose(mean, [10 * (1 - 0.5 ** 40), 0], rtol=1e-5)
     np.testing.assert_allclose(variance[0], 1, rtol=1e-2)
-

@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify.core import metrics
+from tff_sparsify.learning import client_work
 from tff_sparsify.learning.task import ModelTask
 
 
@@ -69,11 +70,11 @@ def recalibrate(computation: tff.Computation, task: ModelTask, weights, client_d
     layout = task.layout
     statistics = [np.asarray(s) for s in computation(weights, client_data)]
     sent_statistics = sum(s.size for s in statistics)
-    kept = sum(int(np.count_nonzero(m)) for m in layout.full_masks(
-        list(weights.trainable), [np.asarray(m) for m in layout.masks(weights.non_trainable)]))
+    sent = layout.statistics(weights.non_trainable)
+    download = int(client_work.params_sent(layout, weights.trainable, layout.masks(weights.non_trainable), sent))
     clients = len(client_data)
-    download_bytes = int(metrics.encoded_bytes([*weights.trainable, *layout.statistics(weights.non_trainable)]))
-    cost = metrics.RoundCost(clients * (kept + sent_statistics), clients * (sent_statistics + 1),
+    download_bytes = int(metrics.encoded_bytes([*weights.trainable, *sent]))
+    cost = metrics.RoundCost(clients * download, clients * (sent_statistics + 1),
                              download_bytes=clients * download_bytes, upload_bytes=clients * 4 * (sent_statistics + 1))
     return Recalibration(with_statistics(task, weights, statistics), cost)
 

@@ -146,17 +146,17 @@ def build_masked_client_work(
             broadcast_statistics = layout.statistics(initial_weights.non_trainable)
             communication = collections.OrderedDict(
                 clients=tf.constant(1, tf.int64),
-                download_params=_params_sent(
+                download_params=params_sent(
                     layout, initial_weights.trainable, broadcast_masks, broadcast_statistics
                 ),
-                upload_params=_params_sent(layout, final, kernel_masks, statistics) + report_params,
+                upload_params=params_sent(layout, final, kernel_masks, statistics) + report_params,
                 report_params=report_params,
                 update_nonzero=pruning.count_nonzero(update["weights"]),
                 download_bytes=metrics.encoded_bytes([*initial_weights.trainable, *broadcast_statistics]),
                 upload_bytes=metrics.encoded_bytes([*final, *statistics]) + report_bytes,
             )
             model_bytes = metrics.encoded_bytes(initial_weights.trainable)
-            kept = _params_sent(layout, initial_weights.trainable, broadcast_masks, [])  # Without statistics.
+            kept = params_sent(layout, initial_weights.trainable, broadcast_masks, [])  # Without statistics.
             compute = collections.OrderedDict(
                 memory_bytes=(2 * model_bytes + 4 * optimizer_slots * kept  # Weights, gradients, slots.
                               + 4 * sum(tf.size(s, out_type=tf.int64) for s in broadcast_statistics)
@@ -226,7 +226,7 @@ def _masked_flops(masks, flops_per_weight) -> tf.Tensor:
     return tf.add_n([c * tf.cast(tf.math.count_nonzero(m), tf.float64) for m, c in zip(masks, flops_per_weight)])
 
 
-def _params_sent(layout, trainable, kernel_masks, statistics) -> tf.Tensor:
+def params_sent(layout, trainable, kernel_masks, statistics) -> tf.Tensor:
     """Parameters of a sparse model as sent (paper appendix C): the kernel positions its masks keep,
     every other trainable weight and the BatchNorm statistics; an int64 scalar. A kept weight that
     is 0 by chance (a zero-initialized bias) is sent all the same, so a dense model counts fully."""
